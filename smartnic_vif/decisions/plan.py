@@ -1,0 +1,104 @@
+"""Plans: ordered steps, each naming a host operation and the operation that undoes it.
+
+A plan is plain data. It can be printed (``--dry-run``), stored as JSON in the
+claim journal, and replayed backwards by the executor to undo what was done,
+also by a later process after a crash.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Operation:
+    """One call on a host backend: ``backend.<name>(**args)``."""
+
+    name: str
+    args: Mapping[str, Any] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        shown = ", ".join(f"{k}={v!r}" for k, v in self.args.items())
+        return f"{self.name}({shown})"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "args": dict(self.args)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Operation:
+        return cls(name=str(data["name"]), args=dict(data.get("args") or {}))
+
+
+@dataclass(frozen=True)
+class Step:
+    """A small change with its undo. ``undo`` is None for steps that change
+    nothing that needs restoring (checks, hooks that run after the fact)."""
+
+    title: str
+    do: Operation
+    undo: Operation | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "title": self.title,
+            "do": self.do.to_dict(),
+            "undo": self.undo.to_dict() if self.undo else None,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Step:
+        undo = data.get("undo")
+        return cls(
+            title=str(data["title"]),
+            do=Operation.from_dict(data["do"]),
+            undo=Operation.from_dict(undo) if undo else None,
+        )
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What to do for one port, and enough context to print it."""
+
+    action: str  # plug / unplug
+    port_id: str
+    mode: str  # normal / passthrough / forwarder
+    steps: tuple[Step, ...]
+    vf_address: str | None = None
+
+    def __iter__(self) -> Iterator[Step]:
+        return iter(self.steps)
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+    def describe(self) -> str:
+        head = f"{self.action} port {self.port_id} ({self.mode} mode"
+        head += f", VF {self.vf_address})" if self.vf_address else ")"
+        lines = [head + ":"]
+        for i, step in enumerate(self.steps, 1):
+            lines.append(f"  {i}. {step.title}")
+            lines.append(f"       do:   {step.do.describe()}")
+            if step.undo:
+                lines.append(f"       undo: {step.undo.describe()}")
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "action": self.action,
+            "port_id": self.port_id,
+            "mode": self.mode,
+            "vf_address": self.vf_address,
+            "steps": [s.to_dict() for s in self.steps],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Plan:
+        return cls(
+            action=str(data["action"]),
+            port_id=str(data["port_id"]),
+            mode=str(data["mode"]),
+            vf_address=data.get("vf_address"),
+            steps=tuple(Step.from_dict(s) for s in data["steps"]),
+        )

@@ -1,0 +1,1 @@
+"""Host backends: the only modules with side effects."""

@@ -1,0 +1,289 @@
+"""Read-only discovery of SR-IOV/switchdev devices from sysfs.
+
+Everything is read under a configurable root (``/`` on a real host), so the
+simulated SmartNIC host can lay out the same tree in a directory. Facts used
+here are summarised in ``shared/sysfs-sriov.md``:
+
+- a PF has ``sriov_totalvfs`` and ``virtfnN`` links; a VF has ``physfn``;
+- a representor is found by ``phys_switch_id`` (same as its PF's uplink) and a
+  parsed ``phys_port_name``, never by the netdev's name, which udev may change.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+
+from smartnic_vif.model.errors import DiscoveryError
+from smartnic_vif.model.inventory import (
+    Inventory,
+    PhysicalFunction,
+    Representor,
+    VirtualFunction,
+)
+from smartnic_vif.model.types import pci_address
+
+# VF representor port names across drivers and kernels: pf0vf3, vf3, 3 and,
+# on multi-host NICs, c1pf0vf3 (controller prefix).
+_VF_PORT_NAME = re.compile(r"^(?:c(?P<controller>\d+))?(?:pf(?P<pf>\d+)vf|vf)?(?P<vf>\d+)$")
+_UPLINK_PORT_NAME = re.compile(r"^p(?P<port>\d+)$")
+_VIRTFN = re.compile(r"^virtfn(?P<index>\d+)$")
+
+
+@dataclass(frozen=True)
+class VfPortName:
+    controller: int | None
+    pf: int | None
+    vf: int
+
+
+def parse_vf_port_name(port_name: str) -> VfPortName | None:
+    """Parse a VF representor's ``phys_port_name``; None for other ports."""
+    m = _VF_PORT_NAME.match(port_name)
+    if not m:
+        return None
+    return VfPortName(
+        controller=int(m["controller"]) if m["controller"] is not None else None,
+        pf=int(m["pf"]) if m["pf"] is not None else None,
+        vf=int(m["vf"]),
+    )
+
+
+def is_uplink_port_name(port_name: str) -> bool:
+    return _UPLINK_PORT_NAME.match(port_name) is not None
+
+
+def _read(path: str) -> str | None:
+    """A sysfs attribute's stripped text; None when absent or unsupported
+    (reading phys_switch_id on a non-switchdev netdev fails with EOPNOTSUPP)."""
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def _link_name(path: str) -> str | None:
+    try:
+        return os.path.basename(os.readlink(path))
+    except OSError:
+        return None
+
+
+def _hex_id(text: str | None) -> str:
+    if not text:
+        return ""
+    return text.lower().removeprefix("0x").zfill(4)
+
+
+def _numa(text: str | None) -> int | None:
+    try:
+        node = int(text) if text is not None else -1
+    except ValueError:
+        return None
+    return node if node >= 0 else None
+
+
+@dataclass(frozen=True)
+class _Netdev:
+    name: str
+    switch_id: str | None
+    port_name: str | None
+    device: str | None  # PCI address of the device the netdev belongs to
+
+
+class SysfsReader:
+    """Paths under one sysfs root."""
+
+    def __init__(self, root: str = "/") -> None:
+        self.root = os.path.abspath(root)
+        self.pci_devices = os.path.join(self.root, "sys", "bus", "pci", "devices")
+        self.class_net = os.path.join(self.root, "sys", "class", "net")
+        if not os.path.isdir(self.pci_devices):
+            raise DiscoveryError(
+                f"sysfs root {self.root} is not a sysfs tree: "
+                f"{self.pci_devices} is not a directory"
+            )
+
+    def device(self, address: str) -> str:
+        return os.path.join(self.pci_devices, address)
+
+    def netdevs(self) -> dict[str, _Netdev]:
+        found: dict[str, _Netdev] = {}
+        try:
+            names = os.listdir(self.class_net)
+        except OSError:
+            return found
+        for name in names:
+            base = os.path.join(self.class_net, name)
+            dev = None
+            try:
+                dev = os.path.basename(os.path.realpath(os.path.join(base, "device")))
+                if not os.path.exists(os.path.join(base, "device")):
+                    dev = None
+            except OSError:
+                dev = None
+            found[name] = _Netdev(
+                name=name,
+                switch_id=_read(os.path.join(base, "phys_switch_id")) or None,
+                port_name=_read(os.path.join(base, "phys_port_name")) or None,
+                device=dev,
+            )
+        return found
+
+
+def _device_netdevs(path: str) -> list[str]:
+    try:
+        return sorted(os.listdir(os.path.join(path, "net")))
+    except OSError:
+        return []
+
+
+def _find_representor(
+    pf_address: str,
+    pf_function: int,
+    switch_id: str,
+    vf_index: int,
+    candidates: list[tuple[_Netdev, VfPortName]],
+    pfs_on_switch: int,
+) -> Representor | None:
+    matches: list[tuple[_Netdev, VfPortName]] = []
+    for netdev, parsed in candidates:
+        if netdev.switch_id != switch_id or parsed.vf != vf_index:
+            continue
+        if parsed.pf is not None:
+            if parsed.pf != pf_function:
+                continue
+        elif netdev.device is not None:
+            # No PF number in the port name: the representor lives under its PF.
+            if netdev.device != pf_address:
+                continue
+        elif pfs_on_switch > 1:
+            # Neither the name nor the device says which PF: ambiguous.
+            continue
+        matches.append((netdev, parsed))
+    if len(matches) != 1:
+        return None
+    netdev, parsed = matches[0]
+    return Representor(
+        name=netdev.name,
+        switch_id=switch_id,
+        port_name=netdev.port_name or "",
+        pf_function=parsed.pf,
+        vf_index=parsed.vf,
+    )
+
+
+def discover(root: str = "/") -> Inventory:
+    """Build the inventory of every SR-IOV PF under ``root``."""
+    sysfs = SysfsReader(root)
+    netdevs = sysfs.netdevs()
+    vf_port_candidates = [
+        (nd, parsed)
+        for nd in netdevs.values()
+        if nd.switch_id and nd.port_name and (parsed := parse_vf_port_name(nd.port_name))
+    ]
+
+    raw_pfs = []
+    for address in sorted(os.listdir(sysfs.pci_devices)):
+        path = sysfs.device(address)
+        total = _read(os.path.join(path, "sriov_totalvfs"))
+        if total is None:
+            continue
+        pf_netdevs = _device_netdevs(path)
+        uplink = None
+        for name in pf_netdevs:
+            nd = netdevs.get(name)
+            if nd and nd.port_name and is_uplink_port_name(nd.port_name):
+                uplink = nd
+                break
+        if uplink is None:
+            # A PF netdev that is not a representor of a VF or PF.
+            plain = [
+                n
+                for n in pf_netdevs
+                if not (netdevs.get(n) and netdevs[n].port_name
+                        and parse_vf_port_name(netdevs[n].port_name or ""))
+                and not (netdevs.get(n) and (netdevs[n].port_name or "").startswith("pf"))
+            ]
+            pf_netdev = plain[0] if plain else None
+        else:
+            pf_netdev = uplink.name
+        raw_pfs.append((address, path, total, pf_netdev, uplink))
+
+    switch_population: dict[str, int] = {}
+    for _, _, _, _, uplink in raw_pfs:
+        if uplink is not None and uplink.switch_id:
+            switch_population[uplink.switch_id] = switch_population.get(uplink.switch_id, 0) + 1
+
+    pfs = []
+    for address, path, total, pf_netdev, uplink in raw_pfs:
+        switch_id = uplink.switch_id if uplink is not None else None
+        function = int(address.rsplit(".", 1)[1], 16)
+        vfs = []
+        for entry in os.listdir(path):
+            m = _VIRTFN.match(entry)
+            if not m:
+                continue
+            vf_address = _link_name(os.path.join(path, entry))
+            if vf_address is None:
+                continue
+            vf_path = sysfs.device(vf_address)
+            index = int(m["index"])
+            vf_netdevs = _device_netdevs(vf_path)
+            representor = (
+                _find_representor(
+                    address,
+                    function,
+                    switch_id,
+                    index,
+                    vf_port_candidates,
+                    switch_population.get(switch_id, 1),
+                )
+                if switch_id
+                else None
+            )
+            vfs.append(
+                VirtualFunction(
+                    address=vf_address,
+                    index=index,
+                    pf_address=address,
+                    vendor_id=_hex_id(_read(os.path.join(vf_path, "vendor"))),
+                    product_id=_hex_id(_read(os.path.join(vf_path, "device"))),
+                    driver=_link_name(os.path.join(vf_path, "driver")),
+                    numa_node=_numa(_read(os.path.join(vf_path, "numa_node"))),
+                    netdev=vf_netdevs[0] if vf_netdevs else None,
+                    representor=representor,
+                    switchdev=switch_id is not None,
+                )
+            )
+        vfs.sort(key=lambda v: v.index)
+        pfs.append(
+            PhysicalFunction(
+                address=address,
+                vendor_id=_hex_id(_read(os.path.join(path, "vendor"))),
+                product_id=_hex_id(_read(os.path.join(path, "device"))),
+                driver=_link_name(os.path.join(path, "driver")),
+                numa_node=_numa(_read(os.path.join(path, "numa_node"))),
+                netdev=pf_netdev,
+                uplink_port_name=uplink.port_name if uplink is not None else None,
+                switch_id=switch_id,
+                total_vfs=int(total or 0),
+                num_vfs=int(_read(os.path.join(path, "sriov_numvfs")) or 0),
+                vfs=tuple(vfs),
+            )
+        )
+    return Inventory(sysfs_root=sysfs.root, pfs=tuple(pfs))
+
+
+def find_representor(root: str, pf_address: str, vf_index: int) -> Representor:
+    """The representor of VF ``vf_index`` of PF ``pf_address``."""
+    inventory = discover(root)
+    pf = inventory.pf(pci_address(pf_address, "pf_address"))
+    for vf in pf.vfs:
+        if vf.index == vf_index:
+            return inventory.representor_of(vf.address)
+    raise DiscoveryError(
+        f"PF {pf.address} has no VF {vf_index} (VFs found: {len(pf.vfs)})"
+    )

@@ -1,0 +1,1 @@
+"""Plain data shared by every layer: validated identifiers and the host inventory."""
