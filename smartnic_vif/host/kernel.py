@@ -1,0 +1,282 @@
+"""Kernel-only VF operations: VF settings on the PF and VF driver binding.
+
+Two implementations with one interface:
+
+- :class:`LinuxKernel` does the real thing: netlink ``IFLA_VF_*`` on the PF's
+  netdev (through pyroute2) and the sysfs ``driver_override`` dance;
+- :class:`SimulatedKernel` serves the simulated SmartNIC host, whose machine
+  has no SR-IOV: it keeps VF settings in a small JSON file per VF under the
+  simulated sysfs root and rebinds drivers by rewriting the tree's ``driver``
+  links, so that discovery and :meth:`get_vf` read back exactly what was set.
+  It also gives the VF's veth end (in its namespace) the VF MAC, as a real NIC
+  would, so packets in the simulator carry the port's MAC.
+
+Called only from :mod:`smartnic_vif.host.privileged` after validation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import time
+from collections.abc import Iterator
+from typing import Any, Protocol
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+from smartnic_vif.host import netdev
+from smartnic_vif.model.errors import HostOperationError, NotFound
+
+# IFLA_VF_LINK_STATE values.
+_LINK_STATES = {0: "auto", 1: "enable", 2: "disable"}
+_LINK_STATE_VALUES = {v: k for k, v in _LINK_STATES.items()}
+VF_SETTING_KEYS = ("mac", "vlan", "qos", "trust", "spoofchk", "link_state")
+SIM_STATE_DIR = "smartnic-sim"
+
+
+class Kernel(Protocol):
+    def get_vf(self, pf_address: str, vf_index: int) -> dict[str, Any]: ...
+
+    def set_vf(self, pf_address: str, vf_index: int, settings: dict[str, Any]) -> None: ...
+
+    def bind_driver(self, address: str, driver: str | None) -> str | None: ...
+
+
+def _pci_dir(root: str, address: str) -> str:
+    path = os.path.join(root, "sys", "bus", "pci", "devices", address)
+    if not os.path.isdir(path):
+        raise NotFound(f"PCI address {address} is not present under {root}")
+    return path
+
+
+def vf_address(root: str, pf_address: str, vf_index: int) -> str:
+    link = os.path.join(_pci_dir(root, pf_address), f"virtfn{vf_index}")
+    try:
+        return os.path.basename(os.readlink(link))
+    except OSError:
+        raise NotFound(f"PF {pf_address} has no VF {vf_index} ({link} missing)") from None
+
+
+def current_driver(root: str, address: str) -> str | None:
+    try:
+        return os.path.basename(os.readlink(os.path.join(_pci_dir(root, address), "driver")))
+    except OSError:
+        return None
+
+
+def _pf_netdev(root: str, pf_address: str) -> str:
+    net = os.path.join(_pci_dir(root, pf_address), "net")
+    try:
+        names = sorted(os.listdir(net))
+    except OSError:
+        names = []
+    for name in names:
+        try:
+            with open(os.path.join(net, name, "phys_port_name")) as f:
+                port = f.read().strip()
+        except OSError:
+            port = ""
+        # The uplink (pN) or, outside switchdev mode, the plain PF netdev.
+        if port == "" or (port.startswith("p") and port[1:].isdigit()):
+            return name
+    raise NotFound(f"PF {pf_address} has no network device under {net}")
+
+
+class LinuxKernel:
+    """VF settings through netlink on the PF, binding through sysfs."""
+
+    def __init__(self, root: str = "/") -> None:
+        self.root = root
+
+    def get_vf(self, pf_address: str, vf_index: int) -> dict[str, Any]:
+        pf = _pf_netdev(self.root, pf_address)
+        with IPRoute() as ipr:
+            index = ipr.link_lookup(ifname=pf)
+            if not index:
+                raise NotFound(f"PF netdev {pf} does not exist")
+            # RTEXT_FILTER_VF: ask the kernel to include IFLA_VFINFO_LIST.
+            msg = ipr.get_links(index[0], ext_mask=1)[0]
+        vfinfo = msg.get_attr("IFLA_VFINFO_LIST")
+        for info in vfinfo.get_attrs("IFLA_VF_INFO") if vfinfo else []:
+            mac = info.get_attr("IFLA_VF_MAC")
+            if mac is None or mac["vf"] != vf_index:
+                continue
+            vlan = info.get_attr("IFLA_VF_VLAN") or {}
+            trust = info.get_attr("IFLA_VF_TRUST") or {}
+            spoof = info.get_attr("IFLA_VF_SPOOFCHK") or {}
+            state = info.get_attr("IFLA_VF_LINK_STATE") or {}
+            return {
+                "mac": mac["mac"],
+                "vlan": vlan.get("vlan", 0),
+                "qos": vlan.get("qos", 0),
+                "trust": bool(trust.get("trust", 0)),
+                "spoofchk": bool(spoof.get("spoofchk", 1)),
+                "link_state": _LINK_STATES.get(state.get("link_state", 0), "auto"),
+            }
+        raise NotFound(f"PF {pf_address} ({pf}) reports no VF {vf_index}")
+
+    def set_vf(self, pf_address: str, vf_index: int, settings: dict[str, Any]) -> None:
+        pf = _pf_netdev(self.root, pf_address)
+        spec: dict[str, Any] = {"vf": vf_index}
+        if "mac" in settings:
+            spec["mac"] = settings["mac"]
+        if "vlan" in settings:
+            spec["vlan"] = {"vlan": settings["vlan"], "qos": settings.get("qos", 0)}
+        if "trust" in settings:
+            spec["trust"] = int(settings["trust"])
+        if "spoofchk" in settings:
+            spec["spoofchk"] = int(settings["spoofchk"])
+        if "link_state" in settings:
+            spec["link_state"] = _LINK_STATE_VALUES[settings["link_state"]]
+        with IPRoute() as ipr:
+            index = ipr.link_lookup(ifname=pf)
+            if not index:
+                raise NotFound(f"PF netdev {pf} does not exist")
+            try:
+                ipr.link("set", index=index[0], vf=spec)
+            except NetlinkError as e:
+                raise HostOperationError(
+                    f"cannot set VF {vf_index} of PF {pf_address} ({pf}) to {settings}: "
+                    f"{os.strerror(e.code) if e.code else e}"
+                ) from e
+
+    def bind_driver(self, address: str, driver: str | None) -> str | None:
+        """Bind ``address`` to ``driver`` (None: leave unbound); returns the
+        driver it had."""
+        dev = _pci_dir(self.root, address)
+        old = current_driver(self.root, address)
+        if old == driver:
+            return old
+        drivers = os.path.join(self.root, "sys", "bus", "pci", "drivers")
+        if old is not None:
+            _write(os.path.join(drivers, old, "unbind"), address)
+        if driver is None:
+            return old
+        _write(os.path.join(dev, "driver_override"), driver)
+        try:
+            _write(os.path.join(self.root, "sys", "bus", "pci", "drivers_probe"), address)
+        finally:
+            # An empty line clears the override so a later probe is not pinned.
+            _write(os.path.join(dev, "driver_override"), "\n")
+        now = current_driver(self.root, address)
+        if now != driver:
+            raise HostOperationError(
+                f"binding {address} to {driver} failed: it is bound to {now or 'no driver'}"
+            )
+        return old
+
+
+def _write(path: str, value: str) -> None:
+    try:
+        with open(path, "w") as f:
+            f.write(value)
+    except OSError as e:
+        raise HostOperationError(f"cannot write {value.strip()!r} to {path}: {e.strerror}") from e
+
+
+class SimulatedKernel:
+    """VF state kept under ``<root>/smartnic-sim/vfs/<vf address>.json``."""
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+        self.state_dir = os.path.join(root, SIM_STATE_DIR, "vfs")
+        if not os.path.isdir(self.state_dir):
+            raise NotFound(
+                f"{root} is not a simulated SmartNIC host ({self.state_dir} missing); "
+                "kernel_backend=simulated only works on a tree made by 'smartnic-vif sim create'"
+            )
+
+    def _path(self, address: str) -> str:
+        return os.path.join(self.state_dir, address + ".json")
+
+    @contextlib.contextmanager
+    def _locked(self, address: str) -> Iterator[dict[str, Any]]:
+        path = self._path(address)
+        with open(path + ".lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                with open(path) as f:
+                    state = json.load(f)
+            except FileNotFoundError:
+                raise NotFound(f"simulated host has no VF {address}") from None
+            before = json.dumps(state, sort_keys=True)
+            yield state
+            if json.dumps(state, sort_keys=True) != before:
+                tmp = f"{path}.{os.getpid()}.tmp"
+                with open(tmp, "w") as f:
+                    json.dump(state, f, sort_keys=True)
+                os.replace(tmp, path)
+
+    def get_vf(self, pf_address: str, vf_index: int) -> dict[str, Any]:
+        address = vf_address(self.root, pf_address, vf_index)
+        with self._locked(address) as state:
+            return {k: state[k] for k in VF_SETTING_KEYS}
+
+    def set_vf(self, pf_address: str, vf_index: int, settings: dict[str, Any]) -> None:
+        address = vf_address(self.root, pf_address, vf_index)
+        with self._locked(address) as state:
+            if state.get("fail_set_vf"):
+                # Fault injection for tests: what a NIC firmware refusal looks like.
+                raise HostOperationError(
+                    f"cannot set VF {vf_index} of PF {pf_address}: "
+                    f"{os.strerror(errno.EOPNOTSUPP)}"
+                )
+            state.update(settings)
+            if "mac" in settings and state.get("netdev") and state.get("netns"):
+                # A real VF netdev takes the MAC set on the PF; the simulated
+                # VF's veth end does the same, so its packets carry that MAC.
+                with contextlib.suppress(NotFound):
+                    netdev.set_link(state["netdev"], netns=state["netns"], mac=settings["mac"])
+
+    def bind_driver(self, address: str, driver: str | None) -> str | None:
+        dev = _pci_dir(self.root, address)
+        with self._locked(address) as state:
+            old = current_driver(self.root, address)
+            if old == driver:
+                return old
+            link = os.path.join(dev, "driver")
+            if os.path.islink(link):
+                os.unlink(link)
+            if driver is not None:
+                target_dir = os.path.join(self.root, "sys", "bus", "pci", "drivers", driver)
+                if not os.path.isdir(target_dir):
+                    raise HostOperationError(
+                        f"binding {address} to {driver} failed: no driver {driver} "
+                        f"under {os.path.dirname(target_dir)}"
+                    )
+                os.symlink(os.path.relpath(target_dir, dev), link)
+            # A VF bound to a network driver has a netdev; vfio-pci (or no
+            # driver) takes it away. Park the netdev's sysfs entry meanwhile.
+            self._move_netdev(dev, address, state, present=driver in state.get("net_drivers", []))
+            state["driver_changes"] = state.get("driver_changes", 0) + 1
+            state["last_bind"] = time.time()
+            return old
+
+    def _move_netdev(self, dev: str, address: str, state: dict[str, Any], present: bool) -> None:
+        name = state.get("netdev")
+        if not name:
+            return
+        live = os.path.join(dev, "net", name)
+        parked = os.path.join(self.state_dir, address + ".net")
+        class_link = os.path.join(self.root, "sys", "class", "net", name)
+        if present and os.path.isdir(parked) and not os.path.exists(live):
+            os.makedirs(os.path.dirname(live), exist_ok=True)
+            os.replace(parked, live)
+            if not os.path.lexists(class_link):
+                os.symlink(os.path.relpath(live, os.path.dirname(class_link)), class_link)
+        elif not present and os.path.isdir(live):
+            os.replace(live, parked)
+            if os.path.lexists(class_link):
+                os.unlink(class_link)
+
+
+def kernel_for(backend: str, root: str) -> Kernel:
+    if backend == "linux":
+        return LinuxKernel(root)
+    if backend == "simulated":
+        return SimulatedKernel(root)
+    raise ValueError(f"unknown kernel_backend {backend!r}")

@@ -1,0 +1,77 @@
+"""Netdev operations through netlink (pyroute2): read and change one link.
+
+Called only from :mod:`smartnic_vif.host.privileged`, which validates every
+argument first.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pyroute2 import IPRoute, NetNS
+from pyroute2.netlink.exceptions import NetlinkError
+
+from smartnic_vif.model.errors import HostOperationError, NotFound
+
+
+def _ipr(netns: str | None) -> Any:
+    return NetNS(netns) if netns else IPRoute()
+
+
+def _index(ipr: Any, ifname: str, netns: str | None) -> int:
+    found = ipr.link_lookup(ifname=ifname)
+    if not found:
+        where = f" in network namespace {netns}" if netns else ""
+        raise NotFound(f"network device {ifname}{where} does not exist")
+    return int(found[0])
+
+
+def get_link(ifname: str, netns: str | None = None) -> dict[str, Any] | None:
+    """Name, MAC, MTU and admin state of a link; None when it does not exist."""
+    with _ipr(netns) as ipr:
+        found = ipr.link_lookup(ifname=ifname)
+        if not found:
+            return None
+        msg = ipr.get_links(found[0])[0]
+        return {
+            "ifname": msg.get_attr("IFLA_IFNAME"),
+            "mac": msg.get_attr("IFLA_ADDRESS"),
+            "mtu": msg.get_attr("IFLA_MTU"),
+            "up": bool(msg["flags"] & 1),
+        }
+
+
+def set_link(
+    ifname: str,
+    *,
+    netns: str | None = None,
+    mtu: int | None = None,
+    mac: str | None = None,
+    up: bool | None = None,
+    new_name: str | None = None,
+) -> None:
+    """Change one link. A rename needs the link down, so it is done first with
+    the link brought down, and the requested (or previous) state restored."""
+    with _ipr(netns) as ipr:
+        index = _index(ipr, ifname, netns)
+        try:
+            if new_name is not None and new_name != ifname:
+                was_up = bool(ipr.get_links(index)[0]["flags"] & 1)
+                if was_up:
+                    ipr.link("set", index=index, state="down")
+                ipr.link("set", index=index, ifname=new_name)
+                if up is None:
+                    up = was_up
+            changes: dict[str, Any] = {}
+            if mtu is not None:
+                changes["mtu"] = mtu
+            if mac is not None:
+                changes["address"] = mac
+            if changes:
+                ipr.link("set", index=index, **changes)
+            if up is not None:
+                ipr.link("set", index=index, state="up" if up else "down")
+        except NetlinkError as e:
+            raise HostOperationError(
+                f"cannot change network device {ifname}: {e.args[1] if len(e.args) > 1 else e}"
+            ) from e

@@ -1,0 +1,139 @@
+"""The one privileged context, and every function that runs in it.
+
+Each entrypoint validates all of its arguments *inside* the privileged process:
+nothing a caller passes (interface names, PCI addresses, MACs, paths) is
+trusted. No function here runs a shell or any other program.
+
+The context holds CAP_NET_ADMIN (netlink changes) and CAP_SYS_ADMIN (network
+namespaces of the simulated host, sysfs writes); nothing else.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from oslo_privsep import capabilities as caps
+from oslo_privsep import priv_context
+
+from smartnic_vif.host import kernel, netdev
+from smartnic_vif.model import types
+from smartnic_vif.model.errors import InvalidValue
+
+context = priv_context.PrivContext(
+    "smartnic_vif",
+    cfg_section="smartnic_vif_privileged",
+    pypath=__name__ + ".context",
+    capabilities=[caps.CAP_NET_ADMIN, caps.CAP_SYS_ADMIN],
+)
+
+
+def start(in_process: bool = False) -> None:
+    """Start the privileged helper from a process that is already root.
+
+    Nova starts it through rootwrap/sudo (oslo.privsep's default, on first
+    use). The CLI, tests and the demo run as root, so they fork the helper
+    directly, which drops every capability but the two above; ``in_process``
+    runs the functions in the caller instead (for profiling only).
+    """
+    if in_process:
+        context.set_client_mode(False)
+        return
+    if context.channel is None and os.geteuid() == 0:
+        context.start(priv_context.Method.FORK)
+
+
+def stop() -> None:
+    if context.channel is not None:
+        context.stop()
+
+
+def _root(value: object) -> str:
+    if (
+        not isinstance(value, str)
+        or "\0" in value
+        or not os.path.isabs(value)
+        or os.path.normpath(value) != value.rstrip("/") and value != "/"
+    ):
+        raise InvalidValue("sysfs_root", value, "expected a normalised absolute path")
+    if not os.path.isdir(os.path.join(value, "sys", "bus", "pci", "devices")):
+        raise InvalidValue("sysfs_root", value, "not a sysfs tree (no sys/bus/pci/devices)")
+    return value
+
+
+def _backend(value: object) -> str:
+    if value not in ("linux", "simulated"):
+        raise InvalidValue("kernel_backend", value, "expected linux or simulated")
+    return str(value)
+
+
+def _vf_settings(settings: object) -> dict[str, Any]:
+    if not isinstance(settings, dict):
+        raise InvalidValue("vf_settings", settings, "expected a mapping")
+    clean: dict[str, Any] = {}
+    for key, value in settings.items():
+        if key == "mac":
+            clean[key] = types.mac_address(value, "vf_settings.mac")
+        elif key in ("vlan", "qos"):
+            if key == "qos" and (isinstance(value, bool) or not isinstance(value, int)
+                                 or not 0 <= value <= 7):
+                raise InvalidValue("vf_settings.qos", value, "expected 0-7")
+            clean[key] = types.vlan_id(value, f"vf_settings.{key}") if key == "vlan" else value
+        elif key in ("trust", "spoofchk"):
+            if not isinstance(value, bool):
+                raise InvalidValue(f"vf_settings.{key}", value, "expected true or false")
+            clean[key] = value
+        elif key == "link_state":
+            clean[key] = types.link_state(value, "vf_settings.link_state")
+        else:
+            raise InvalidValue("vf_settings", key, f"unknown VF setting {key!r}")
+    return clean
+
+
+@context.entrypoint
+def get_link(ifname: str) -> dict[str, Any] | None:
+    return netdev.get_link(types.ifname(ifname))
+
+
+@context.entrypoint
+def set_link(
+    ifname: str,
+    mtu: int | None = None,
+    mac: str | None = None,
+    up: bool | None = None,
+    new_name: str | None = None,
+) -> None:
+    if up is not None and not isinstance(up, bool):
+        raise InvalidValue("up", up, "expected true or false")
+    netdev.set_link(
+        types.ifname(ifname),
+        mtu=types.mtu(mtu) if mtu is not None else None,
+        mac=types.unicast_mac(mac) if mac is not None else None,
+        up=up,
+        new_name=types.ifname(new_name, "new_name") if new_name is not None else None,
+    )
+
+
+@context.entrypoint
+def get_vf(sysfs_root: str, backend: str, pf_address: str, vf_index: int) -> dict[str, Any]:
+    return kernel.kernel_for(_backend(backend), _root(sysfs_root)).get_vf(
+        types.pci_address(pf_address, "pf_address"), types.vf_index(vf_index)
+    )
+
+
+@context.entrypoint
+def set_vf(
+    sysfs_root: str, backend: str, pf_address: str, vf_index: int, settings: dict[str, Any]
+) -> None:
+    kernel.kernel_for(_backend(backend), _root(sysfs_root)).set_vf(
+        types.pci_address(pf_address, "pf_address"),
+        types.vf_index(vf_index),
+        _vf_settings(settings),
+    )
+
+
+@context.entrypoint
+def bind_driver(sysfs_root: str, backend: str, address: str, driver: str | None) -> str | None:
+    return kernel.kernel_for(_backend(backend), _root(sysfs_root)).bind_driver(
+        types.pci_address(address), types.driver_name(driver) if driver is not None else None
+    )

@@ -1,0 +1,504 @@
+"""The simulated SmartNIC host.
+
+One directory holds everything: a generated sysfs tree (PFs, VFs, drivers,
+``phys_switch_id``/``phys_port_name``), per-VF kernel state for the simulated
+kernel backend, a private OVS (userspace datapath), a virtio-forwarder
+simulator, the claim database and an oslo.config file that points every part
+of the project at this host. Representors, PF uplinks and VF netdevs are real
+veth pairs: the representor in the root namespace, the VF end in a namespace
+of its own, so packets really cross OVS.
+
+A manifest (``sim.json``) listing every name is written *before* anything is
+created, so :meth:`SimulatedHost.destroy` can clean up after a failure
+halfway, from another process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from pyroute2 import IPRoute, netns
+
+from smartnic_vif.host.kernel import SIM_STATE_DIR
+from smartnic_vif.sim.sysfs_tree import (
+    PORT_NAME_FORMS,
+    VENDORS,
+    NetdevSpec,
+    PfSpec,
+    SysfsTree,
+    VfSpec,
+    port_name,
+)
+
+MANIFEST = "sim.json"
+CONFIG = "smartnic-vif.conf"
+IP = shutil.which("ip") or "/usr/sbin/ip"
+
+
+class SimulatorError(RuntimeError):
+    pass
+
+
+def _mac(prefix: int, a: int, b: int, c: int) -> str:
+    return f"02:{prefix:02x}:{a:02x}:{b:02x}:{c >> 8:02x}:{c & 0xFF:02x}"
+
+
+def _ip_batch(commands: list[str]) -> None:
+    if not commands:
+        return
+    proc = subprocess.run(  # noqa: S603 - fixed argv, batch text on stdin, no shell
+        [IP, "-batch", "-"], input="\n".join(commands) + "\n", text=True, capture_output=True
+    )
+    if proc.returncode != 0:
+        raise SimulatorError(f"ip -batch failed: {proc.stderr.strip()}")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def stop_pid(pidfile: str, timeout: float = 5.0) -> None:
+    """Stop the process named in ``pidfile`` (TERM, then KILL)."""
+    try:
+        with open(pidfile) as f:
+            pid = int(f.read().strip())
+    except (OSError, ValueError):
+        return
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout
+    while _pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    if _pid_alive(pid):
+        os.kill(pid, signal.SIGKILL)
+
+
+@dataclass
+class SimLayout:
+    """Names and paths of one simulated host; derivable from the manifest."""
+
+    dir: str
+    sim_id: str
+    pfs: int
+    vfs_per_pf: int
+    legacy_pfs: int
+    port_name_form: str
+    driver: str
+
+    @property
+    def sysfs_root(self) -> str:
+        return self.dir
+
+    @property
+    def ovs_dir(self) -> str:
+        return os.path.join(self.dir, "ovs")
+
+    @property
+    def forwarder_dir(self) -> str:
+        return os.path.join(self.dir, "forwarder")
+
+    @property
+    def state_path(self) -> str:
+        return os.path.join(self.dir, "state")
+
+    @property
+    def vhost_dir(self) -> str:
+        return os.path.join(self.dir, "vhost")
+
+    @property
+    def config_file(self) -> str:
+        return os.path.join(self.dir, CONFIG)
+
+    @property
+    def ovsdb_connection(self) -> str:
+        return "unix:" + os.path.join(self.ovs_dir, "db.sock")
+
+    @property
+    def port_control_endpoint(self) -> str:
+        return "ipc://" + os.path.join(self.forwarder_dir, "port_control")
+
+    @property
+    def stats_endpoint(self) -> str:
+        return "ipc://" + os.path.join(self.forwarder_dir, "stats")
+
+    @property
+    def wire_netns(self) -> str:
+        return f"sn{self.sim_id}-wire"
+
+    def pf_specs(self) -> list[PfSpec]:
+        switch_id = "00154d" + self.sim_id + "a0b0c0"
+        specs = []
+        total = self.pfs + self.legacy_pfs
+        for p in range(total):
+            switchdev = p < self.pfs
+            # Switchdev PFs are functions of one NIC sharing one eswitch; legacy
+            # PFs are a second, classic SR-IOV NIC on the next bus.
+            bus, function = (0x05, p) if switchdev else (0x81, p - self.pfs)
+            address = f"0000:{bus:02x}:00.{function}"
+            netdev = NetdevSpec(
+                name=f"sn{self.sim_id}p{p}",
+                mac=_mac(0x10, int(self.sim_id[:2], 16), p, 0xFFFF),
+                switch_id=switch_id if switchdev else None,
+                port_name=f"p{function}" if switchdev else None,
+            )
+            pf = PfSpec(
+                address=address,
+                function=function,
+                driver=self.driver,
+                numa_node=p % 2,
+                netdev=netdev,
+                switchdev=switchdev,
+            )
+            for i in range(self.vfs_per_pf):
+                n = function * self.vfs_per_pf + i
+                vf_bus = bus + n // 192
+                slot, func = 0x08 + (n % 192) // 8, n % 8
+                vf_netdev = NetdevSpec(
+                    name=f"sn{self.sim_id}p{p}v{i}",
+                    mac=_mac(0x20, int(self.sim_id[:2], 16), p, i),
+                )
+                rep = (
+                    NetdevSpec(
+                        name=f"sn{self.sim_id}p{p}r{i}",
+                        mac=_mac(0x30, int(self.sim_id[:2], 16), p, i),
+                        switch_id=switch_id,
+                        port_name=port_name(self.port_name_form, function, i),
+                    )
+                    if switchdev
+                    else None
+                )
+                pf.vfs.append(
+                    VfSpec(
+                        address=f"0000:{vf_bus:02x}:{slot:02x}.{func}",
+                        index=i,
+                        netdev=vf_netdev,
+                        representor=rep,
+                    )
+                )
+            specs.append(pf)
+        return specs
+
+    def vf_netns(self, pf: int, vf: int) -> str:
+        return f"sn{self.sim_id}-vf{pf}-{vf}"
+
+    def links(self) -> list[str]:
+        """Root-namespace links this host makes (deleting one end of a veth
+        deletes both)."""
+        names = []
+        for pf in self.pf_specs():
+            if pf.switchdev:
+                names.append(pf.netdev.name)
+            names += [vf.representor.name for vf in pf.vfs if vf.representor]
+        return names
+
+    def namespaces(self) -> list[str]:
+        names = [self.wire_netns]
+        for p, pf in enumerate(self.pf_specs()):
+            if pf.switchdev:
+                names += [self.vf_netns(p, vf.index) for vf in pf.vfs]
+        return names
+
+
+class SimulatedHost:
+    """Create, inspect and destroy a simulated SmartNIC host in ``dir``."""
+
+    def __init__(self, layout: SimLayout) -> None:
+        self.layout = layout
+
+    # -- construction -----------------------------------------------------
+    @classmethod
+    def create(
+        cls,
+        dir: str,
+        pfs: int = 2,
+        vfs_per_pf: int = 8,
+        port_name_form: str = "pfXvfY",
+        driver: str = "nfp",
+        legacy_pfs: int = 0,
+        with_ovs: bool = True,
+        with_forwarder: bool = True,
+    ) -> SimulatedHost:
+        if port_name_form not in PORT_NAME_FORMS:
+            raise SimulatorError(
+                f"invalid port name form {port_name_form!r}: expected one of {PORT_NAME_FORMS}"
+            )
+        if driver not in VENDORS:
+            raise SimulatorError(f"invalid driver {driver!r}: expected one of {list(VENDORS)}")
+        if not 1 <= pfs <= 8 or not 0 <= legacy_pfs <= 8:
+            raise SimulatorError("pfs must be 1-8 and legacy_pfs 0-8")
+        if not 1 <= vfs_per_pf <= 256:
+            raise SimulatorError(f"invalid vfs_per_pf {vfs_per_pf}: expected 1-256")
+        dir = os.path.abspath(dir)
+        if os.path.exists(os.path.join(dir, MANIFEST)):
+            raise SimulatorError(f"{dir} already holds a simulated host; destroy it first")
+        os.makedirs(dir, exist_ok=True)
+        layout = SimLayout(
+            dir=dir,
+            sim_id=secrets.token_hex(2),
+            pfs=pfs,
+            vfs_per_pf=vfs_per_pf,
+            legacy_pfs=legacy_pfs,
+            port_name_form=port_name_form,
+            driver=driver,
+        )
+        with open(os.path.join(dir, MANIFEST), "w") as f:
+            json.dump(asdict(layout), f, indent=1)
+        host = cls(layout)
+        try:
+            host._build(with_ovs, with_forwarder)
+        except BaseException:
+            host.destroy()
+            raise
+        return host
+
+    @classmethod
+    def load(cls, dir: str) -> SimulatedHost:
+        path = os.path.join(os.path.abspath(dir), MANIFEST)
+        try:
+            with open(path) as f:
+                data = json.load(f)
+        except FileNotFoundError:
+            raise SimulatorError(f"no simulated host in {dir} ({path} missing)") from None
+        return cls(SimLayout(**data))
+
+    def _build(self, with_ovs: bool, with_forwarder: bool) -> None:
+        lay = self.layout
+        specs = lay.pf_specs()
+        tree = SysfsTree(lay.dir)
+        tree.skeleton([lay.driver, "vfio-pci"])
+        for pf in specs:
+            tree.add_pf(pf, total_vfs=max(lay.vfs_per_pf, 64))
+        for d in (lay.state_path, lay.vhost_dir, lay.forwarder_dir):
+            os.makedirs(d, exist_ok=True)
+        self._write_kernel_state(specs)
+        self._make_netdevs(specs)
+        if with_ovs:
+            from smartnic_vif.sim.ovs import PrivateOVS
+
+            PrivateOVS(lay.ovs_dir).start()
+        if with_forwarder:
+            self._start_forwarder()
+        self._write_config()
+
+    def _write_kernel_state(self, specs: list[PfSpec]) -> None:
+        state_dir = os.path.join(self.layout.dir, SIM_STATE_DIR, "vfs")
+        os.makedirs(state_dir, exist_ok=True)
+        for p, pf in enumerate(specs):
+            for vf in pf.vfs:
+                state = {
+                    "mac": "00:00:00:00:00:00",
+                    "vlan": 0,
+                    "qos": 0,
+                    "trust": False,
+                    "spoofchk": True,
+                    "link_state": "auto",
+                    "netdev": vf.netdev.name if vf.netdev and pf.switchdev else None,
+                    "netdev_mac": vf.netdev.mac if vf.netdev else None,
+                    "netns": self.layout.vf_netns(p, vf.index) if pf.switchdev else None,
+                    "net_drivers": [self.layout.driver],
+                }
+                with open(os.path.join(state_dir, vf.address + ".json"), "w") as f:
+                    json.dump(state, f, sort_keys=True)
+
+    def _make_netdevs(self, specs: list[PfSpec]) -> None:
+        lay = self.layout
+        cmds = [f"netns add {lay.wire_netns}"]
+        for p, pf in enumerate(specs):
+            if not pf.switchdev:
+                continue
+            cmds.append(
+                f"link add name {pf.netdev.name} address {pf.netdev.mac} type veth "
+                f"peer name sn{lay.sim_id}w{p} netns {lay.wire_netns}"
+            )
+            for vf in pf.vfs:
+                ns = lay.vf_netns(p, vf.index)
+                assert vf.representor and vf.netdev
+                cmds.append(f"netns add {ns}")
+                cmds.append(
+                    f"link add name {vf.representor.name} address {vf.representor.mac} "
+                    f"type veth peer name {vf.netdev.name} address {vf.netdev.mac} netns {ns}"
+                )
+        _ip_batch(cmds)
+
+    def _start_forwarder(self) -> None:
+        lay = self.layout
+        pidfile = os.path.join(lay.forwarder_dir, "forwarder.pid")
+        log = open(os.path.join(lay.forwarder_dir, "forwarder.log"), "ab")  # noqa: SIM115
+        with log:
+            subprocess.Popen(  # noqa: S603 - our own module, argv only
+                [
+                    sys.executable,
+                    "-m",
+                    "smartnic_vif.sim.forwarder",
+                    "--port-control",
+                    lay.port_control_endpoint,
+                    "--stats",
+                    lay.stats_endpoint,
+                    "--pidfile",
+                    pidfile,
+                    "--state-file",
+                    os.path.join(lay.forwarder_dir, "relays.json"),
+                ],
+                stdout=log,
+                stderr=log,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                close_fds=True,
+            )
+        sock = lay.port_control_endpoint.removeprefix("ipc://")
+        deadline = time.monotonic() + 15
+        while not (os.path.exists(pidfile) and os.path.exists(sock)):
+            if time.monotonic() > deadline:
+                raise SimulatorError(
+                    "virtio-forwarder simulator did not start; see "
+                    f"{lay.forwarder_dir}/forwarder.log"
+                )
+            time.sleep(0.02)
+
+    def _write_config(self) -> None:
+        lay = self.layout
+        ours = {
+            "sysfs_root": lay.sysfs_root,
+            "kernel_backend": "simulated",
+            "ovsdb_connection": lay.ovsdb_connection,
+            "default_datapath_type": "netdev",
+            "forwarder_port_control_endpoint": lay.port_control_endpoint,
+            "forwarder_stats_endpoint": lay.stats_endpoint,
+            "state_path": lay.state_path,
+            "vhostuser_socket_dir": lay.vhost_dir,
+        }
+        sections: dict[str, dict[str, Any]] = {
+            "os_vif_smartnic": ours,
+            "os_vif_agilio_ovs": ours,
+            # os-vif's stock ovs plugin, for normal ports and comparisons.
+            "os_vif_ovs": {
+                "ovsdb_connection": lay.ovsdb_connection,
+                "ovsdb_interface": "native",
+                "default_qos_type": "linux-noop",
+            },
+        }
+        lines = [
+            "# Written by 'smartnic-vif sim create': points every part of smartnic-vif",
+            f"# at the simulated SmartNIC host in {lay.dir}.",
+        ]
+        for name, opts in sections.items():
+            lines.append(f"\n[{name}]")
+            lines += [f"{k} = {v}" for k, v in opts.items()]
+        with open(lay.config_file, "w") as f:
+            f.write("\n".join(lines) + "\n")
+
+    # -- inspection -------------------------------------------------------
+    @property
+    def dir(self) -> str:
+        return self.layout.dir
+
+    @property
+    def config_file(self) -> str:
+        return self.layout.config_file
+
+    def vf_namespace(self, vf_address: str) -> str:
+        for p, pf in enumerate(self.layout.pf_specs()):
+            for vf in pf.vfs:
+                if vf.address == vf_address and pf.switchdev:
+                    return self.layout.vf_netns(p, vf.index)
+        raise SimulatorError(f"no switchdev VF {vf_address} on this simulated host")
+
+    def vf_netdev(self, vf_address: str) -> str:
+        for pf in self.layout.pf_specs():
+            for vf in pf.vfs:
+                if vf.address == vf_address and vf.netdev:
+                    return vf.netdev.name
+        raise SimulatorError(f"no VF {vf_address} on this simulated host")
+
+    def kernel_state(self, vf_address: str) -> dict[str, Any]:
+        with open(os.path.join(self.dir, SIM_STATE_DIR, "vfs", vf_address + ".json")) as f:
+            return dict(json.load(f))
+
+    def relays(self) -> list[dict[str, Any]]:
+        try:
+            with open(os.path.join(self.layout.forwarder_dir, "relays.json")) as f:
+                data = json.load(f)
+        except (OSError, ValueError):
+            return []
+        return list(data.get("relays", data) if isinstance(data, dict) else data)
+
+    def existing_links(self) -> list[str]:
+        wanted = set(self.layout.links())
+        with IPRoute() as ipr:
+            return sorted(
+                name
+                for msg in ipr.get_links()
+                if (name := msg.get_attr("IFLA_IFNAME")) in wanted
+            )
+
+    def existing_namespaces(self) -> list[str]:
+        present = set(netns.listnetns())
+        return sorted(ns for ns in self.layout.namespaces() if ns in present)
+
+    def processes(self) -> dict[str, int]:
+        """Live processes of this host, by name."""
+        found = {}
+        for name, pidfile in (
+            ("ovsdb-server", os.path.join(self.layout.ovs_dir, "ovsdb-server.pid")),
+            ("ovs-vswitchd", os.path.join(self.layout.ovs_dir, "ovs-vswitchd.pid")),
+            ("virtio-forwarder-sim", os.path.join(self.layout.forwarder_dir, "forwarder.pid")),
+        ):
+            try:
+                with open(pidfile) as f:
+                    pid = int(f.read().strip())
+            except (OSError, ValueError):
+                continue
+            if _pid_alive(pid):
+                found[name] = pid
+        return found
+
+    # -- teardown -----------------------------------------------------------
+    def destroy(self) -> None:
+        """Stop this host's processes and remove its netdevs, namespaces and
+        directory. Safe after a partial create and safe to repeat."""
+        lay = self.layout
+        errors = []
+        stop_pid(os.path.join(lay.forwarder_dir, "forwarder.pid"))
+        try:
+            from smartnic_vif.sim.ovs import PrivateOVS
+
+            PrivateOVS(lay.ovs_dir).stop()
+        except Exception as e:  # keep tearing down the rest
+            errors.append(f"stopping OVS: {e}")
+        cmds = [f"link del {name}" for name in self.existing_links()]
+        cmds += [f"netns del {ns}" for ns in self.existing_namespaces()]
+        try:
+            _ip_batch(cmds)
+        except SimulatorError as e:
+            errors.append(str(e))
+        if os.path.exists(os.path.join(lay.dir, MANIFEST)):
+            shutil.rmtree(lay.dir, ignore_errors=True)
+        if errors:
+            raise SimulatorError("; ".join(errors))
+
+    def __enter__(self) -> SimulatedHost:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.destroy()
