@@ -1,0 +1,319 @@
+"""Plug and unplug plans for one VIF.
+
+``port_from_vif`` reads what matters out of an os-vif VIF (ours or what
+upstream Nova emits); ``plan_plug`` turns it, the host inventory and a snapshot
+of the VF's current state into a :class:`~smartnic_vif.decisions.plan.Plan`
+whose undo steps restore exactly that snapshot. Nothing here touches the host.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from os_vif.objects import vif as osv_vif
+
+from smartnic_vif.decisions.plan import Operation, Plan, Step
+from smartnic_vif.model import types
+from smartnic_vif.model.errors import InvalidValue
+from smartnic_vif.model.inventory import Inventory
+from smartnic_vif.osvif.objects import VIFPortProfileForwarder, VIFPortProfilePassthrough
+
+NORMAL, PASSTHROUGH, FORWARDER = "normal", "passthrough", "forwarder"
+ZERO_MAC = "00:00:00:00:00:00"
+
+
+@dataclass(frozen=True)
+class PortRequest:
+    """What one VIF asks of the host, validated."""
+
+    port_id: str
+    mode: str
+    mac: str
+    bridge: str
+    mtu: int
+    instance_uuid: str
+    vf_address: str | None = None
+    representor_name: str | None = None  # wished name, None: keep the current one
+    trusted: bool = False
+    spoofchk: bool = True
+    vhost_path: str | None = None
+    relay_driver: str | None = None
+    datapath_type: str | None = None  # for a bridge that does not exist yet
+
+
+@dataclass(frozen=True)
+class LinkState:
+    name: str
+    mtu: int
+    up: bool
+
+
+@dataclass(frozen=True)
+class VfSnapshot:
+    """The VF's state before plug: everything unplug must put back."""
+
+    settings: dict[str, Any]
+    driver: str | None
+    representor: LinkState
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PlugOptions:
+    default_mtu: int = 1500
+    default_datapath_type: str = "system"
+    vfio_driver: str = "vfio-pci"
+    hook: bool = False
+
+
+def _profile_representor(profile: Any) -> tuple[str | None, str | None]:
+    """(name, VF address) from any representor-carrying profile."""
+    name = getattr(profile, "representor_name", None) if profile is not None else None
+    address = getattr(profile, "representor_address", None) if profile is not None else None
+    offload = getattr(profile, "datapath_offload", None) if profile is not None else None
+    if offload is not None and profile.obj_attr_is_set("datapath_offload"):
+        name = name or getattr(offload, "representor_name", None)
+        address = address or getattr(offload, "representor_address", None)
+    return name, address
+
+
+def _set(obj: Any, attr: str) -> bool:
+    return obj is not None and obj.obj_attr_is_set(attr) and getattr(obj, attr) is not None
+
+
+def port_from_vif(vif: Any, instance_uuid: str, opts: PlugOptions) -> PortRequest:
+    """Read a VIF (ours or upstream Nova's representor VIFs) into a request."""
+    profile = vif.port_profile if vif.obj_attr_is_set("port_profile") else None
+    if isinstance(vif, osv_vif.VIFHostDevice):
+        mode = PASSTHROUGH
+    elif isinstance(vif, osv_vif.VIFVHostUser):
+        mode = FORWARDER
+    elif isinstance(vif, (osv_vif.VIFOpenVSwitch, osv_vif.VIFBridge)):
+        mode = NORMAL
+    else:
+        raise InvalidValue("vif", type(vif).__name__, "not a VIF type this plugin plugs")
+    if not _set(vif, "address"):
+        raise InvalidValue("vif.address", None, "a port MAC address is required")
+    network = vif.network if vif.obj_attr_is_set("network") else None
+    bridge = network.bridge if _set(network, "bridge") else None
+    mtu = network.mtu if _set(network, "mtu") else opts.default_mtu
+    port_id = getattr(profile, "interface_id", None) if profile is not None else None
+    if mode == NORMAL:
+        return PortRequest(
+            port_id=str(port_id or vif.id),
+            mode=mode,
+            mac=types.unicast_mac(str(vif.address), "vif.address"),
+            bridge=types.ifname(bridge or "br-int", "vif.network.bridge"),
+            mtu=types.mtu(mtu, "vif.network.mtu"),
+            instance_uuid=instance_uuid,
+        )
+    if port_id is None:
+        raise InvalidValue("vif.port_profile.interface_id", None, "the Neutron port id is required")
+    rep_name, vf_address = _profile_representor(profile)
+    if mode == PASSTHROUGH and vf_address is None and _set(vif, "dev_address"):
+        vf_address = vif.dev_address
+    if vf_address is None:
+        raise InvalidValue(
+            "vif.port_profile.representor_address", None, "the VF's PCI address is required"
+        )
+    vhost_path = None
+    if mode == FORWARDER:
+        if not _set(vif, "path") or not str(vif.path).startswith("/"):
+            raise InvalidValue(
+                "vif.path", getattr(vif, "path", None), "an absolute vhost-user path is required"
+            )
+        vhost_path = str(vif.path)
+    trusted = bool(getattr(profile, "trusted", False)) if isinstance(
+        profile, (VIFPortProfilePassthrough, VIFPortProfileForwarder)
+    ) else False
+    spoofchk = bool(getattr(profile, "spoofchk", True)) if isinstance(
+        profile, (VIFPortProfilePassthrough, VIFPortProfileForwarder)
+    ) else True
+    relay_driver = (
+        profile.relay_driver
+        if isinstance(profile, VIFPortProfileForwarder) and _set(profile, "relay_driver")
+        else None
+    )
+    datapath_type = profile.datapath_type if _set(profile, "datapath_type") else None
+    return PortRequest(
+        port_id=str(port_id),
+        mode=mode,
+        mac=types.unicast_mac(str(vif.address), "vif.address"),
+        bridge=types.ifname(bridge or "br-int", "vif.network.bridge"),
+        mtu=types.mtu(mtu, "vif.network.mtu"),
+        instance_uuid=instance_uuid,
+        vf_address=types.pci_address(vf_address, "vif.port_profile.representor_address"),
+        representor_name=types.ifname(rep_name, "representor_name") if rep_name else None,
+        trusted=trusted,
+        spoofchk=spoofchk,
+        vhost_path=vhost_path,
+        relay_driver=types.driver_name(relay_driver, "relay_driver") if relay_driver else None,
+        datapath_type=datapath_type,
+    )
+
+
+def _hook(phase: str, port: PortRequest, rep: str) -> Step:
+    return Step(
+        f"run vendor hook ({phase})",
+        Operation(
+            "run_hook",
+            {
+                "phase": phase,
+                "mode": port.mode,
+                "vf_address": port.vf_address or "-",
+                "representor": rep,
+                "mac": port.mac,
+                "vhost_path": port.vhost_path or "-",
+            },
+        ),
+    )
+
+
+def plan_plug(
+    port: PortRequest,
+    inventory: Inventory,
+    snapshot: VfSnapshot,
+    opts: PlugOptions,
+) -> Plan:
+    """Steps to plug a passthrough or forwarder port, each with its undo."""
+    if port.mode == NORMAL or port.vf_address is None:
+        raise InvalidValue("mode", port.mode, "plan_plug handles passthrough and forwarder ports")
+    vf = inventory.vf(port.vf_address)
+    inventory.representor_of(vf.address)  # fails clearly when there is none
+    rep = snapshot.representor
+    name = port.representor_name or rep.name
+    steps: list[Step] = []
+    if opts.hook:
+        steps.append(_hook("pre-plug", port, name))
+    wanted = {
+        "mac": port.mac,
+        "vlan": 0,  # OVS tags on the representor; the VF itself stays untagged
+        "qos": 0,
+        "trust": port.trusted,
+        "spoofchk": port.spoofchk,
+    }
+    original = {k: snapshot.settings[k] for k in wanted if k in snapshot.settings}
+    steps.append(
+        Step(
+            f"set VF {vf.index} of PF {vf.pf_address} MAC {port.mac}, VLAN 0, "
+            f"trust {'on' if port.trusted else 'off'}, spoofchk {'on' if port.spoofchk else 'off'}",
+            Operation("set_vf", {"pf_address": vf.pf_address, "vf_index": vf.index,
+                                 "settings": wanted}),
+            Operation("set_vf", {"pf_address": vf.pf_address, "vf_index": vf.index,
+                                 "settings": original}),
+        )
+    )
+    if port.mode == FORWARDER:
+        driver = port.relay_driver or opts.vfio_driver
+        steps.append(
+            Step(
+                f"bind VF {vf.address} to {driver}",
+                Operation("bind_driver", {"address": vf.address, "driver": driver}),
+                Operation("bind_driver", {"address": vf.address, "driver": snapshot.driver}),
+            )
+        )
+    if name != rep.name:
+        steps.append(
+            Step(
+                f"rename representor {rep.name} to {name}",
+                Operation("rename_link", {"ifname": rep.name, "new_name": name}),
+                Operation("rename_link", {"ifname": name, "new_name": rep.name}),
+            )
+        )
+    steps.append(
+        Step(
+            f"set representor {name} MTU {port.mtu} and up",
+            Operation("set_link", {"ifname": name, "mtu": port.mtu, "up": True}),
+            Operation("set_link", {"ifname": name, "mtu": rep.mtu, "up": rep.up}),
+        )
+    )
+    steps.append(
+        Step(
+            f"ensure bridge {port.bridge}",
+            Operation(
+                "ensure_bridge",
+                {"bridge": port.bridge,
+                 "datapath_type": port.datapath_type or opts.default_datapath_type},
+            ),
+        )
+    )
+    steps.append(
+        Step(
+            f"add {name} to {port.bridge} as port {port.port_id}",
+            Operation(
+                "ovs_set_port",
+                {
+                    "bridge": port.bridge,
+                    "port": name,
+                    "iface_id": port.port_id,
+                    "mac": port.mac,
+                    "vm_uuid": port.instance_uuid,
+                    "mtu": port.mtu,
+                },
+            ),
+            Operation("ovs_delete_port", {"port": name}),
+        )
+    )
+    if port.mode == FORWARDER:
+        steps.append(
+            Step(
+                f"relay VF {vf.address} to {port.vhost_path} (virtio-forwarder ADD_SOCK)",
+                Operation("forwarder_add", {"vf_address": vf.address,
+                                            "vhost_path": port.vhost_path}),
+                Operation("forwarder_remove", {"vf_address": vf.address,
+                                               "vhost_path": port.vhost_path}),
+            )
+        )
+    if opts.hook:
+        steps.append(_hook("post-plug", port, name))
+    return Plan("plug", port.port_id, port.mode, tuple(steps), vf_address=vf.address)
+
+
+def plan_unplug(plug_plan: Plan, opts: PlugOptions) -> Plan:
+    """Undo a recorded plug, last step first, then tell the vendor hook."""
+    steps = [
+        Step("undo: " + s.title, s.undo)
+        for s in reversed(plug_plan.steps)
+        if s.undo is not None
+    ]
+    if opts.hook:
+        hook = next((s for s in plug_plan.steps if s.do.name == "run_hook"), None)
+        if hook is not None:
+            args = dict(hook.do.args, phase="post-unplug")
+            steps.append(Step("run vendor hook (post-unplug)", Operation("run_hook", args)))
+    return Plan("unplug", plug_plan.port_id, plug_plan.mode, tuple(steps),
+                vf_address=plug_plan.vf_address)
+
+
+def plan_unplug_unrecorded(
+    port: PortRequest, inventory: Inventory, opts: PlugOptions
+) -> Plan:
+    """Unplug a port this host has no record of (state lost): remove what the
+    VIF names and give the VF back a neutral state."""
+    if port.vf_address is None:
+        raise InvalidValue("mode", port.mode, "normal ports are unplugged by the ovs plugin")
+    vf = inventory.vf(port.vf_address)
+    rep_name = port.representor_name or (vf.representor.name if vf.representor else None)
+    steps: list[Step] = []
+    if port.mode == FORWARDER:
+        steps.append(Step(
+            f"remove virtio-forwarder relay of VF {vf.address}",
+            Operation("forwarder_remove", {"vf_address": vf.address,
+                                           "vhost_path": port.vhost_path}),
+        ))
+    pf_driver = inventory.pf(vf.pf_address).driver
+    if vf.driver == opts.vfio_driver and pf_driver:
+        steps.append(Step(
+            f"give VF {vf.address} back to {pf_driver}",
+            Operation("bind_driver", {"address": vf.address, "driver": pf_driver}),
+        ))
+    if rep_name:
+        steps.append(Step(f"remove OVS port {rep_name}",
+                          Operation("ovs_delete_port", {"port": rep_name})))
+    steps.append(Step(
+        f"clear VF {vf.index} of PF {vf.pf_address} MAC",
+        Operation("set_vf", {"pf_address": vf.pf_address, "vf_index": vf.index,
+                             "settings": {"mac": ZERO_MAC, "vlan": 0, "qos": 0}}),
+    ))
+    return Plan("unplug", port.port_id, port.mode, tuple(steps), vf_address=vf.address)

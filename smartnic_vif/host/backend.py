@@ -1,0 +1,170 @@
+"""The host backend: every operation a plan may name, and the reads that
+planning needs (inventory, VF snapshot).
+
+It is the same class on a real host and on the simulated one; only the
+configuration differs (sysfs root, ``kernel_backend``, OVSDB and forwarder
+endpoints). Privileged work goes through :mod:`smartnic_vif.host.privileged`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+from smartnic_vif.decisions.plug import LinkState, VfSnapshot
+from smartnic_vif.host import discovery, hook, kernel, privileged
+from smartnic_vif.host.forwarder.client import ForwarderClient
+from smartnic_vif.host.ovsdb import OvsdbClient
+from smartnic_vif.model import types
+from smartnic_vif.model.errors import HostOperationError, NotFound
+from smartnic_vif.model.inventory import Inventory
+
+
+class Host:
+    """Operations on one host, configured by an ``[os_vif_smartnic]`` group."""
+
+    OPERATIONS = frozenset(
+        {
+            "set_vf",
+            "bind_driver",
+            "rename_link",
+            "set_link",
+            "ensure_bridge",
+            "ovs_set_port",
+            "ovs_delete_port",
+            "forwarder_add",
+            "forwarder_remove",
+            "run_hook",
+        }
+    )
+
+    def __init__(self, config: Any) -> None:
+        self.config = config
+        self.sysfs_root = os.path.abspath(config.sysfs_root)
+        self.kernel_backend = config.kernel_backend
+        self._inventory: Inventory | None = None
+        self._lock = threading.Lock()
+        self._ovsdb: OvsdbClient | None = None
+        self._forwarder: ForwarderClient | None = None
+
+    # -- clients, made on first use ----------------------------------------
+    @property
+    def ovsdb(self) -> OvsdbClient:
+        with self._lock:
+            if self._ovsdb is None:
+                self._ovsdb = OvsdbClient(self.config.ovsdb_connection, self.config.ovsdb_timeout)
+            return self._ovsdb
+
+    @property
+    def forwarder(self) -> ForwarderClient:
+        with self._lock:
+            if self._forwarder is None:
+                self._forwarder = ForwarderClient(
+                    self.config.forwarder_port_control_endpoint,
+                    self.config.forwarder_stats_endpoint,
+                    self.config.forwarder_timeout,
+                )
+            return self._forwarder
+
+    def close(self) -> None:
+        if self._forwarder is not None:
+            self._forwarder.close()
+            self._forwarder = None
+
+    # -- reads ------------------------------------------------------------
+    def inventory(self, refresh: bool = False) -> Inventory:
+        """Discovery is cached: devices do not come and go between plugs, and
+        reading a few hundred sysfs files per plug would dominate its cost."""
+        with self._lock:
+            if self._inventory is None or refresh:
+                self._inventory = discovery.discover(self.sysfs_root)
+            return self._inventory
+
+    def snapshot(self, vf_address: str, representor: str) -> VfSnapshot:
+        """The VF's current settings, driver and representor link."""
+        inv = self.inventory()
+        vf = inv.vf(vf_address)
+        settings = privileged.get_vf(self.sysfs_root, self.kernel_backend, vf.pf_address, vf.index)
+        link = privileged.get_link(representor)
+        if link is None:
+            raise NotFound(
+                f"representor {representor} of VF {vf.index} of PF {vf.pf_address} "
+                "does not exist (renamed or removed since discovery?)"
+            )
+        return VfSnapshot(
+            settings=dict(settings),
+            driver=kernel.current_driver(self.sysfs_root, vf.address),
+            representor=LinkState(name=representor, mtu=int(link["mtu"]), up=bool(link["up"])),
+        )
+
+    def vf_settings(self, vf_address: str) -> dict[str, Any]:
+        vf = self.inventory().vf(vf_address)
+        return dict(privileged.get_vf(self.sysfs_root, self.kernel_backend, vf.pf_address,
+                                      vf.index))
+
+    def vf_driver(self, vf_address: str) -> str | None:
+        return kernel.current_driver(self.sysfs_root, types.pci_address(vf_address))
+
+    def link(self, ifname: str) -> dict[str, Any] | None:
+        return privileged.get_link(ifname)
+
+    @contextlib.contextmanager
+    def vf_lock(self, vf_address: str) -> Iterator[None]:
+        """Serialise work on one VF across threads and processes (flock on a
+        per-VF file: each open() is its own lock owner)."""
+        lock_dir = os.path.join(self.config.state_path, "locks")
+        os.makedirs(lock_dir, mode=0o700, exist_ok=True)
+        path = os.path.join(lock_dir, types.pci_address(vf_address) + ".lock")
+        with open(path, "a") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+    # -- operations named by plans -----------------------------------------
+    def set_vf(self, pf_address: str, vf_index: int, settings: dict[str, Any]) -> None:
+        privileged.set_vf(self.sysfs_root, self.kernel_backend, pf_address, vf_index, settings)
+
+    def bind_driver(self, address: str, driver: str | None) -> None:
+        privileged.bind_driver(self.sysfs_root, self.kernel_backend, address, driver)
+        with self._lock:
+            self._inventory = None  # the VF's driver and netdev changed
+
+    def rename_link(self, ifname: str, new_name: str) -> None:
+        """Rename; already renamed counts as done (so undo can be repeated)."""
+        if privileged.get_link(ifname) is None and privileged.get_link(new_name) is not None:
+            return
+        privileged.set_link(ifname, new_name=new_name)
+
+    def set_link(self, ifname: str, mtu: int | None = None, up: bool | None = None) -> None:
+        privileged.set_link(ifname, mtu=mtu, up=up)
+
+    def ensure_bridge(self, bridge: str, datapath_type: str) -> None:
+        self.ovsdb.ensure_bridge(bridge, datapath_type)
+
+    def ovs_set_port(
+        self, bridge: str, port: str, iface_id: str, mac: str, vm_uuid: str, mtu: int | None
+    ) -> None:
+        self.ovsdb.set_port(bridge, port, iface_id=iface_id, mac=mac, vm_uuid=vm_uuid, mtu=mtu)
+
+    def ovs_delete_port(self, port: str) -> None:
+        self.ovsdb.delete_port(port)
+
+    def forwarder_add(self, vf_address: str, vhost_path: str) -> None:
+        self.forwarder.add_sock(vf_address, vhost_path)
+
+    def forwarder_remove(self, vf_address: str, vhost_path: str | None) -> None:
+        self.forwarder.remove_sock(vf_address, vhost_path)
+
+    def run_hook(self, phase: str, mode: str, vf_address: str, representor: str, mac: str,
+                 vhost_path: str) -> None:
+        executable = self.config.vendor_hook
+        if not executable:
+            raise HostOperationError("a plan runs the vendor hook but none is configured")
+        hook.run_hook(executable, self.config.vendor_hook_timeout, phase, mode, vf_address,
+                      representor, mac, vhost_path)

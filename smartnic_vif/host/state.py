@@ -1,0 +1,196 @@
+"""Durable per-port state: VF claims and the journal of applied plans.
+
+One SQLite database (WAL) under ``state_path``. A row is written *before* the
+host is touched (phase ``plugging``, with the whole plan) and its progress is
+advanced after every step, so a crash at any point leaves enough to finish or
+undo the work (``smartnic-vif reconcile``). ``vf_address`` is UNIQUE: two
+processes can never claim one VF.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from smartnic_vif.decisions.plan import Plan
+from smartnic_vif.model.errors import SmartNICError
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS ports (
+    port_id     TEXT PRIMARY KEY,
+    vf_address  TEXT UNIQUE,
+    mode        TEXT NOT NULL,
+    phase       TEXT NOT NULL,
+    request     TEXT NOT NULL,
+    plan        TEXT,
+    done_steps  INTEGER NOT NULL DEFAULT 0,
+    pid         INTEGER,
+    updated     REAL NOT NULL
+);
+"""
+
+PHASES = ("claimed", "plugging", "plugged", "unplugging")
+
+
+class VfAlreadyClaimed(SmartNICError):
+    def __init__(self, vf_address: str, port_id: str) -> None:
+        self.vf_address = vf_address
+        self.port_id = port_id
+        super().__init__(f"VF {vf_address} is already claimed by port {port_id}")
+
+
+@dataclass(frozen=True)
+class PortRecord:
+    port_id: str
+    vf_address: str | None
+    mode: str
+    phase: str
+    request: dict[str, Any]
+    plan: Plan | None
+    done_steps: int
+    pid: int | None
+    updated: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "port_id": self.port_id,
+            "vf_address": self.vf_address,
+            "mode": self.mode,
+            "phase": self.phase,
+            "request": self.request,
+            "plan": self.plan.to_dict() if self.plan else None,
+            "done_steps": self.done_steps,
+            "pid": self.pid,
+            "updated": self.updated,
+        }
+
+
+class StateStore:
+    def __init__(self, state_path: str) -> None:
+        os.makedirs(state_path, mode=0o700, exist_ok=True)
+        self.path = os.path.join(state_path, "state.db")
+        with self._db() as db:
+            db.executescript(SCHEMA)
+
+    @contextlib.contextmanager
+    def _db(self) -> Iterator[sqlite3.Connection]:
+        # A connection per use: cheap, and safe across threads and forks.
+        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            # WAL + NORMAL survives a process crash (what reconcile is for);
+            # only a power loss may drop the last commits.
+            db.execute("PRAGMA synchronous=NORMAL")
+            yield db
+        finally:
+            db.close()
+
+    @staticmethod
+    def _record(row: tuple[Any, ...]) -> PortRecord:
+        port_id, vf, mode, phase, request, plan, done, pid, updated = row
+        return PortRecord(
+            port_id=port_id,
+            vf_address=vf,
+            mode=mode,
+            phase=phase,
+            request=json.loads(request),
+            plan=Plan.from_dict(json.loads(plan)) if plan else None,
+            done_steps=done,
+            pid=pid,
+            updated=updated,
+        )
+
+    _COLUMNS = "port_id, vf_address, mode, phase, request, plan, done_steps, pid, updated"
+
+    def get(self, port_id: str) -> PortRecord | None:
+        with self._db() as db:
+            row = db.execute(
+                f"SELECT {self._COLUMNS} FROM ports WHERE port_id = ?", (port_id,)
+            ).fetchone()
+        return self._record(row) if row else None
+
+    def by_vf(self, vf_address: str) -> PortRecord | None:
+        with self._db() as db:
+            row = db.execute(
+                f"SELECT {self._COLUMNS} FROM ports WHERE vf_address = ?", (vf_address,)
+            ).fetchone()
+        return self._record(row) if row else None
+
+    def all(self) -> list[PortRecord]:
+        with self._db() as db:
+            rows = db.execute(f"SELECT {self._COLUMNS} FROM ports ORDER BY port_id").fetchall()
+        return [self._record(r) for r in rows]
+
+    def claims(self) -> dict[str, str]:
+        """VF address -> port id, for VF selection."""
+        with self._db() as db:
+            rows = db.execute(
+                "SELECT vf_address, port_id FROM ports WHERE vf_address IS NOT NULL"
+            ).fetchall()
+        return dict(rows)
+
+    def claim(
+        self, port_id: str, vf_address: str | None, mode: str, request: dict[str, Any]
+    ) -> PortRecord:
+        """Claim ``vf_address`` for ``port_id`` (idempotent for the same pair)."""
+        with self._db() as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                row = db.execute(
+                    "SELECT port_id FROM ports WHERE vf_address = ?", (vf_address,)
+                ).fetchone() if vf_address else None
+                if row and row[0] != port_id:
+                    raise VfAlreadyClaimed(vf_address or "", row[0])
+                existing = db.execute(
+                    "SELECT vf_address FROM ports WHERE port_id = ?", (port_id,)
+                ).fetchone()
+                if existing is not None and existing[0] != vf_address:
+                    raise SmartNICError(
+                        f"port {port_id} already holds VF {existing[0]}; detach it first"
+                    )
+                if existing is None:
+                    db.execute(
+                        "INSERT INTO ports (port_id, vf_address, mode, phase, request, pid,"
+                        " updated) VALUES (?, ?, ?, 'claimed', ?, ?, ?)",
+                        (port_id, vf_address, mode, json.dumps(request), os.getpid(),
+                         time.time()),
+                    )
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        record = self.get(port_id)
+        assert record is not None
+        return record
+
+    def set_plan(self, port_id: str, plan: Plan, phase: str) -> None:
+        self._update(port_id, plan=json.dumps(plan.to_dict()), phase=phase, done_steps=0)
+
+    def set_phase(self, port_id: str, phase: str, done_steps: int | None = None) -> None:
+        if phase not in PHASES:
+            raise ValueError(phase)
+        if done_steps is None:
+            self._update(port_id, phase=phase)
+        else:
+            self._update(port_id, phase=phase, done_steps=done_steps)
+
+    def set_progress(self, port_id: str, done_steps: int) -> None:
+        self._update(port_id, done_steps=done_steps)
+
+    def _update(self, port_id: str, **columns: Any) -> None:
+        columns["updated"] = time.time()
+        columns["pid"] = os.getpid()
+        sets = ", ".join(f"{k} = ?" for k in columns)
+        with self._db() as db:
+            db.execute(f"UPDATE ports SET {sets} WHERE port_id = ?",  # noqa: S608 - fixed names
+                       (*columns.values(), port_id))
+
+    def release(self, port_id: str) -> None:
+        with self._db() as db:
+            db.execute("DELETE FROM ports WHERE port_id = ?", (port_id,))

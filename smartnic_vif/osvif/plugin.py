@@ -1,0 +1,243 @@
+"""The os-vif plugin for SmartNIC hosts.
+
+Registered twice in the ``os_vif`` entry-point namespace: as ``smartnic`` (our
+own VIFs with :class:`VIFPortProfilePassthrough` / :class:`VIFPortProfileForwarder`)
+and as ``agilio_ovs``, the plugin name upstream Nova sets for vif_type
+``agilio_ovs`` ports (VIFPortProfileOVSRepresentor with a
+DatapathOffloadRepresentor), so those reach it unchanged.
+
+plug/unplug per mode:
+
+- normal (VIFOpenVSwitch, VIFBridge): os-vif's stock ``ovs`` plugin does the
+  work, after we pin the VIF's datapath_type to the existing bridge's so that
+  it can never flip a userspace bridge to the kernel datapath;
+- passthrough (VIFHostDevice) and forwarder (VIFVHostUser): a plan from
+  :mod:`smartnic_vif.decisions.plug`, run by :mod:`smartnic_vif.host.executor`
+  under a per-VF lock, journalled in the state store so that unplug restores
+  exactly what plug changed, also from another process.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from os_vif import exception as osv_exception
+from os_vif import objects, plugin
+
+from smartnic_vif import conf
+from smartnic_vif.decisions import plug as decide
+from smartnic_vif.decisions.plan import Plan
+from smartnic_vif.host import executor
+from smartnic_vif.host.backend import Host
+from smartnic_vif.host.state import StateStore
+from smartnic_vif.model.errors import PlanStepFailed, SmartNICError
+from smartnic_vif.osvif.objects import VIFPortProfileForwarder, VIFPortProfilePassthrough
+
+LOG = logging.getLogger(__name__)
+
+
+def _profile(name: str, max_version: str = "1.0") -> Any:
+    return objects.host_info.HostPortProfileInfo(
+        profile_object_name=name, min_version="1.0", max_version=max_version
+    )
+
+
+class SmartNICPlugin(plugin.PluginBase):
+    """Plugs normal, passthrough and virtio-forwarder ports on SmartNIC hosts."""
+
+    NAME = "smartnic"
+    CONFIG_OPTS = conf.OPTS
+
+    def __init__(self, config: Any) -> None:
+        super().__init__(config)
+        self._host: Host | None = None
+        self._store: StateStore | None = None
+        self._ovs_plugin: Any = None
+
+    # -- wiring -------------------------------------------------------------
+    @property
+    def host(self) -> Host:
+        if self._host is None:
+            self._host = Host(self.config)
+        return self._host
+
+    @property
+    def store(self) -> StateStore:
+        if self._store is None:
+            self._store = StateStore(self.config.state_path)
+        return self._store
+
+    @property
+    def options(self) -> decide.PlugOptions:
+        return decide.PlugOptions(
+            default_mtu=self.config.network_device_mtu,
+            default_datapath_type=self.config.default_datapath_type,
+            vfio_driver=self.config.vfio_driver,
+            hook=bool(self.config.vendor_hook),
+        )
+
+    def describe(self) -> objects.host_info.HostPluginInfo:
+        ovs = _profile(objects.vif.VIFPortProfileOpenVSwitch.__name__, "1.4")
+        representor = _profile(objects.vif.VIFPortProfileOVSRepresentor.__name__, "1.4")
+        # Upstream Nova puts a DatapathOffloadRepresentor in the profile's
+        # datapath_offload; HostPortProfileInfo has no field for offloads, so
+        # it is listed beside the profiles that may carry it.
+        offload = _profile(objects.vif.DatapathOffloadRepresentor.__name__)
+        passthrough = _profile(VIFPortProfilePassthrough.__name__)
+        forwarder = _profile(VIFPortProfileForwarder.__name__)
+
+        def vif_info(cls: Any, version: str, profiles: list[Any]) -> Any:
+            return objects.host_info.HostVIFInfo(
+                vif_object_name=cls.__name__, min_version="1.0", max_version=version,
+                supported_port_profiles=profiles,
+            )
+
+        return objects.host_info.HostPluginInfo(
+            plugin_name=self.NAME,
+            vif_info=[
+                vif_info(objects.vif.VIFOpenVSwitch, "1.0", [ovs]),
+                vif_info(objects.vif.VIFBridge, "1.0", [ovs]),
+                vif_info(objects.vif.VIFHostDevice, "1.0", [passthrough, representor, offload]),
+                vif_info(objects.vif.VIFVHostUser, "1.1", [forwarder, representor, offload]),
+            ],
+        )
+
+    # -- entry points ---------------------------------------------------------
+    def plug(self, vif: Any, instance_info: Any) -> None:
+        try:
+            port = decide.port_from_vif(vif, str(instance_info.uuid), self.options)
+            if port.mode == decide.NORMAL:
+                self._plug_normal(vif, instance_info, port)
+            else:
+                self.plug_port(port)
+        except (SmartNICError, ValueError) as e:
+            raise osv_exception.PlugException(vif=vif, err=str(e)) from e
+
+    def unplug(self, vif: Any, instance_info: Any) -> None:
+        try:
+            port = decide.port_from_vif(vif, str(instance_info.uuid), self.options)
+            if port.mode == decide.NORMAL:
+                self._unplug_normal(vif, instance_info, port)
+            else:
+                self.unplug_port(port)
+        except (SmartNICError, ValueError) as e:
+            raise osv_exception.UnplugException(vif=vif, err=str(e)) from e
+
+    # -- passthrough and forwarder ---------------------------------------------
+    def plan_port(self, port: decide.PortRequest) -> Plan:
+        """The plug plan for ``port`` as things stand (for --dry-run)."""
+        assert port.vf_address is not None
+        inventory = self.host.inventory()
+        rep = inventory.representor_of(port.vf_address)
+        return decide.plan_plug(
+            port, inventory, self.host.snapshot(port.vf_address, rep.name), self.options
+        )
+
+    def plug_port(self, port: decide.PortRequest) -> None:
+        assert port.vf_address is not None
+        with self.host.vf_lock(port.vf_address):
+            record = self.store.get(port.port_id)
+            if record is not None and record.plan is not None:
+                if record.vf_address != port.vf_address:
+                    raise SmartNICError(
+                        f"port {port.port_id} is plugged on VF {record.vf_address}, "
+                        f"not {port.vf_address}; unplug it first"
+                    )
+                if record.phase == "plugged":
+                    # Plugged already: re-assert every change (each one is
+                    # idempotent) to repair drift; hooks do not run twice.
+                    self._reapply(record.plan)
+                    return
+                # A crashed plug or unplug left this: undo what it did first.
+                self._undo(record.plan, record.done_steps, port.port_id)
+            self.store.claim(port.port_id, port.vf_address, port.mode, _request_dict(port))
+            try:
+                plan = self.plan_port(port)
+            except Exception:
+                self.store.release(port.port_id)
+                raise
+            self.store.set_plan(port.port_id, plan, "plugging")
+            try:
+                executor.execute(
+                    plan, self.host, on_progress=lambda n: self.store.set_progress(port.port_id, n)
+                )
+            except PlanStepFailed as e:
+                if e.undo_errors:
+                    # Leave the journal so that reconcile (or the next unplug)
+                    # can finish the undo.
+                    self.store.set_phase(port.port_id, "unplugging")
+                else:
+                    self.store.release(port.port_id)
+                raise
+            self.store.set_phase(port.port_id, "plugged", len(plan))
+
+    def unplug_port(self, port: decide.PortRequest) -> None:
+        assert port.vf_address is not None
+        with self.host.vf_lock(port.vf_address):
+            record = self.store.get(port.port_id)
+            if record is None or record.plan is None:
+                if record is not None:
+                    self.store.release(port.port_id)
+                # No journal (state lost, or never plugged here): remove what
+                # the VIF names; everything absent counts as done.
+                plan = decide.plan_unplug_unrecorded(port, self.host.inventory(), self.options)
+                errors = executor.run_best_effort(plan, self.host)
+                if errors:
+                    raise SmartNICError("unplug incomplete: " + "; ".join(errors))
+                return
+            self._undo(record.plan, record.done_steps, port.port_id)
+            if self.options.hook:
+                unplug = decide.plan_unplug(record.plan, self.options)
+                for step in unplug.steps:
+                    if step.do.args.get("phase") == "post-unplug":
+                        executor.call(self.host, step.do)
+
+    def _undo(self, plan: Plan, done_steps: int, port_id: str) -> None:
+        self.store.set_phase(port_id, "unplugging")
+        errors = executor.undo(plan.steps[:done_steps], self.host)
+        if errors:
+            raise SmartNICError(f"unplug of port {port_id} incomplete: " + "; ".join(errors))
+        self.store.release(port_id)
+
+    def _reapply(self, plan: Plan) -> None:
+        for step in plan.steps:
+            if step.do.name != "run_hook":
+                executor.call(self.host, step.do)
+
+    # -- normal ports: os-vif's own ovs plugin -----------------------------------
+    @property
+    def ovs_plugin(self) -> Any:
+        if self._ovs_plugin is None:
+            from vif_plug_ovs import ovs
+
+            self._ovs_plugin = ovs.OvsPlugin.load("ovs")
+        return self._ovs_plugin
+
+    def _pinned(self, vif: Any, port: decide.PortRequest) -> Any:
+        """A copy of ``vif`` whose datapath_type is the existing bridge's: the
+        stock plugin sets datapath_type on an existing bridge otherwise."""
+        existing = self.host.ovsdb.bridge_datapath_type(port.bridge)
+        pinned = vif.obj_clone()
+        profile = pinned.port_profile if pinned.obj_attr_is_set("port_profile") else None
+        if profile is not None and hasattr(profile, "datapath_type"):
+            profile.datapath_type = existing or self.config.default_datapath_type
+        return pinned
+
+    def _plug_normal(self, vif: Any, instance_info: Any, port: decide.PortRequest) -> None:
+        self.ovs_plugin.plug(self._pinned(vif, port), instance_info)
+
+    def _unplug_normal(self, vif: Any, instance_info: Any, port: decide.PortRequest) -> None:
+        self.ovs_plugin.unplug(self._pinned(vif, port), instance_info)
+
+
+class AgilioOvsPlugin(SmartNICPlugin):
+    """The same plugin under the name upstream Nova uses for vif_type agilio_ovs."""
+
+    NAME = "agilio_ovs"
+
+
+def _request_dict(port: decide.PortRequest) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    return asdict(port)
