@@ -17,7 +17,6 @@ from smartnic_vif.decisions.plan import Operation, Plan, Step
 from smartnic_vif.model import types
 from smartnic_vif.model.errors import InvalidValue
 from smartnic_vif.model.inventory import Inventory
-from smartnic_vif.osvif.objects import VIFPortProfileForwarder, VIFPortProfilePassthrough
 
 NORMAL, PASSTHROUGH, FORWARDER = "normal", "passthrough", "forwarder"
 ZERO_MAC = "00:00:00:00:00:00"
@@ -67,24 +66,30 @@ class PlugOptions:
     hook: bool = False
 
 
-def _profile_representor(profile: Any) -> tuple[str | None, str | None]:
-    """(name, VF address) from any representor-carrying profile."""
-    name = getattr(profile, "representor_name", None) if profile is not None else None
-    address = getattr(profile, "representor_address", None) if profile is not None else None
-    offload = getattr(profile, "datapath_offload", None) if profile is not None else None
-    if offload is not None and profile.obj_attr_is_set("datapath_offload"):
-        name = name or getattr(offload, "representor_name", None)
-        address = address or getattr(offload, "representor_address", None)
-    return name, address
+def _get(obj: Any, attr: str, default: Any = None) -> Any:
+    """A versioned object's field, or ``default`` when unset (os-vif objects
+    raise on reading an unset field that has no default)."""
+    if obj is None or attr not in getattr(obj, "fields", {}) or not obj.obj_attr_is_set(attr):
+        return default
+    return getattr(obj, attr)
 
 
 def _set(obj: Any, attr: str) -> bool:
-    return obj is not None and obj.obj_attr_is_set(attr) and getattr(obj, attr) is not None
+    return _get(obj, attr) is not None
+
+
+def _profile_representor(profile: Any) -> tuple[str | None, str | None]:
+    """(name, VF address) from any representor-carrying profile, looking at
+    the profile itself and at its datapath_offload (what upstream Nova fills)."""
+    offload = _get(profile, "datapath_offload")
+    name = _get(profile, "representor_name") or _get(offload, "representor_name")
+    address = _get(profile, "representor_address") or _get(offload, "representor_address")
+    return name, address
 
 
 def port_from_vif(vif: Any, instance_uuid: str, opts: PlugOptions) -> PortRequest:
     """Read a VIF (ours or upstream Nova's representor VIFs) into a request."""
-    profile = vif.port_profile if vif.obj_attr_is_set("port_profile") else None
+    profile = _get(vif, "port_profile")
     if isinstance(vif, osv_vif.VIFHostDevice):
         mode = PASSTHROUGH
     elif isinstance(vif, osv_vif.VIFVHostUser):
@@ -95,10 +100,10 @@ def port_from_vif(vif: Any, instance_uuid: str, opts: PlugOptions) -> PortReques
         raise InvalidValue("vif", type(vif).__name__, "not a VIF type this plugin plugs")
     if not _set(vif, "address"):
         raise InvalidValue("vif.address", None, "a port MAC address is required")
-    network = vif.network if vif.obj_attr_is_set("network") else None
-    bridge = network.bridge if _set(network, "bridge") else None
-    mtu = network.mtu if _set(network, "mtu") else opts.default_mtu
-    port_id = getattr(profile, "interface_id", None) if profile is not None else None
+    network = _get(vif, "network")
+    bridge = _get(network, "bridge")
+    mtu = _get(network, "mtu") or opts.default_mtu
+    port_id = _get(profile, "interface_id")
     if mode == NORMAL:
         return PortRequest(
             port_id=str(port_id or vif.id),
@@ -124,18 +129,11 @@ def port_from_vif(vif: Any, instance_uuid: str, opts: PlugOptions) -> PortReques
                 "vif.path", getattr(vif, "path", None), "an absolute vhost-user path is required"
             )
         vhost_path = str(vif.path)
-    trusted = bool(getattr(profile, "trusted", False)) if isinstance(
-        profile, (VIFPortProfilePassthrough, VIFPortProfileForwarder)
-    ) else False
-    spoofchk = bool(getattr(profile, "spoofchk", True)) if isinstance(
-        profile, (VIFPortProfilePassthrough, VIFPortProfileForwarder)
-    ) else True
-    relay_driver = (
-        profile.relay_driver
-        if isinstance(profile, VIFPortProfileForwarder) and _set(profile, "relay_driver")
-        else None
-    )
-    datapath_type = profile.datapath_type if _set(profile, "datapath_type") else None
+    # Upstream profiles carry no trust/spoofchk: the VF keeps Neutron's defaults.
+    trusted = bool(_get(profile, "trusted", False))
+    spoofchk = bool(_get(profile, "spoofchk", True))
+    relay_driver = _get(profile, "relay_driver")
+    datapath_type = _get(profile, "datapath_type")
     return PortRequest(
         port_id=str(port_id),
         mode=mode,

@@ -229,8 +229,14 @@ class SimulatedKernel:
             if "mac" in settings and state.get("netdev") and state.get("netns"):
                 # A real VF netdev takes the MAC set on the PF; the simulated
                 # VF's veth end does the same, so its packets carry that MAC.
-                with contextlib.suppress(NotFound):
-                    netdev.set_link(state["netdev"], netns=state["netns"], mac=settings["mac"])
+                # Clearing the VF MAC (all zeros) gives the netdev back the
+                # address it was made with, as a VF driver reset would.
+                mac = settings["mac"]
+                if mac == "00:00:00:00:00:00":
+                    mac = state.get("netdev_mac")
+                if mac:
+                    with contextlib.suppress(NotFound):
+                        netdev.set_link(state["netdev"], netns=state["netns"], mac=mac)
 
     def bind_driver(self, address: str, driver: str | None) -> str | None:
         dev = _pci_dir(self.root, address)

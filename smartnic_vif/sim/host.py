@@ -394,7 +394,6 @@ class SimulatedHost:
             # os-vif's stock ovs plugin, for normal ports and comparisons.
             "os_vif_ovs": {
                 "ovsdb_connection": lay.ovsdb_connection,
-                "ovsdb_interface": "native",
                 "default_qos_type": "linux-noop",
             },
         }

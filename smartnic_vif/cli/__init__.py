@@ -1,0 +1,1 @@
+"""The ``smartnic-vif`` operator tool."""

@@ -1,0 +1,131 @@
+"""Subcommands of ``smartnic-vif``; each one is a small function over the
+library, so that tests and the demo call the same code."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from smartnic_vif.cli import render
+from smartnic_vif.cli.main import EXIT_FAILED, EXIT_OK, UsageError, load_config
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("inventory", help="PFs, VFs, representors, drivers and claims")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(handler=cmd_inventory)
+
+    p = sub.add_parser("sim", help="create or destroy a simulated SmartNIC host")
+    simsub = p.add_subparsers(dest="sim_command", required=True, metavar="ACTION")
+    c = simsub.add_parser("create", help="build a simulated host in DIR")
+    c.add_argument("--dir", required=True)
+    c.add_argument("--pfs", type=int, default=2, help="switchdev PFs (default 2)")
+    c.add_argument("--vfs-per-pf", type=int, default=8)
+    c.add_argument("--legacy-pfs", type=int, default=0,
+                   help="extra classic SR-IOV PFs (no switchdev, no representors)")
+    c.add_argument("--port-name-form", default="pfXvfY",
+                   choices=["pfXvfY", "vfY", "Y", "cZpfXvfY"])
+    c.add_argument("--driver", default="nfp", choices=["nfp", "mlx5_core"])
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(handler=cmd_sim_create)
+    d = simsub.add_parser("destroy", help="stop and remove the simulated host in DIR")
+    d.add_argument("--dir", required=True)
+    d.set_defaults(handler=cmd_sim_destroy)
+
+    from smartnic_vif.cli import ports
+
+    ports.register(sub)
+
+
+def inventory_rows(inventory: Any, claims: dict[str, str]) -> list[dict[str, Any]]:
+    rows = []
+    for pf in inventory.pfs:
+        for vf in pf.vfs:
+            rows.append(
+                {
+                    "pf": pf.address,
+                    "pf_netdev": pf.netdev,
+                    "vf": vf.address,
+                    "vf_index": vf.index,
+                    "driver": vf.driver,
+                    "netdev": vf.netdev,
+                    "switchdev": vf.switchdev,
+                    "representor": vf.representor.name if vf.representor else None,
+                    "port_name": vf.representor.port_name if vf.representor else None,
+                    "numa_node": vf.numa_node,
+                    "vendor": f"{vf.vendor_id}:{vf.product_id}",
+                    "claimed_by": claims.get(vf.address),
+                }
+            )
+    return rows
+
+
+def _claims(group: Any) -> dict[str, str]:
+    import os
+
+    from smartnic_vif.host.state import StateStore
+
+    if not os.path.exists(os.path.join(group.state_path, "state.db")):
+        return {}
+    return StateStore(group.state_path).claims()
+
+
+def cmd_inventory(args: argparse.Namespace) -> int:
+    from smartnic_vif.host.discovery import discover
+
+    group = load_config(args)
+    inventory = discover(group.sysfs_root)
+    claims = _claims(group)
+    rows = inventory_rows(inventory, claims)
+    if args.json:
+        render.emit_json({"sysfs_root": inventory.sysfs_root,
+                          "pfs": inventory.to_dict()["pfs"], "vfs": rows})
+        return EXIT_OK
+    pf_rows = [
+        (pf.address, pf.netdev, pf.driver, "switchdev" if pf.switchdev else "legacy",
+         pf.switch_id, pf.numa_node, f"{pf.num_vfs}/{pf.total_vfs}")
+        for pf in inventory.pfs
+    ]
+    render.table(("PF", "NETDEV", "DRIVER", "ESWITCH", "SWITCH ID", "NUMA", "VFS"), pf_rows)
+    print()
+    render.table(
+        ("VF", "PF", "#", "DRIVER", "NETDEV", "REPRESENTOR", "PORT NAME", "NUMA", "CLAIMED BY"),
+        [(r["vf"], r["pf"], r["vf_index"], r["driver"], r["netdev"], r["representor"],
+          r["port_name"], r["numa_node"], r["claimed_by"]) for r in rows],
+    )
+    return EXIT_OK
+
+
+def cmd_sim_create(args: argparse.Namespace) -> int:
+    from smartnic_vif.sim.host import SimulatedHost, SimulatorError
+
+    try:
+        host = SimulatedHost.create(
+            args.dir, pfs=args.pfs, vfs_per_pf=args.vfs_per_pf, legacy_pfs=args.legacy_pfs,
+            port_name_form=args.port_name_form, driver=args.driver,
+        )
+    except SimulatorError as e:
+        if "invalid" in str(e) or "must be" in str(e) or "already holds" in str(e):
+            raise UsageError(str(e)) from e
+        raise
+    info = {"dir": host.dir, "config_file": host.config_file, "processes": host.processes(),
+            "representors": len(host.existing_links()),
+            "namespaces": len(host.existing_namespaces())}
+    if args.json:
+        render.emit_json(info)
+    else:
+        print(f"simulated SmartNIC host ready in {host.dir}")
+        print(f"  use it with: smartnic-vif --config-file {host.config_file} inventory")
+    return EXIT_OK
+
+
+def cmd_sim_destroy(args: argparse.Namespace) -> int:
+    from smartnic_vif.sim.host import SimulatedHost, SimulatorError
+
+    try:
+        host = SimulatedHost.load(args.dir)
+    except SimulatorError as e:
+        raise UsageError(str(e)) from e
+    host.destroy()
+    print(f"simulated host in {args.dir} destroyed")
+    return EXIT_OK if not host.existing_links() else EXIT_FAILED

@@ -1,0 +1,86 @@
+"""``smartnic-vif``: inventory, attach/detach, health checks and the simulated host.
+
+Exit codes: 0 success, 1 the operation failed, 2 usage error (bad arguments or
+bad input; nothing was changed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from oslo_config import cfg
+
+from smartnic_vif import conf
+from smartnic_vif.model.errors import InvalidValue, SmartNICError
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    """Bad input at the command line; maps to exit code 2."""
+
+
+def load_config(args: argparse.Namespace) -> Any:
+    """Read the config files into oslo.config's global CONF (which os-vif's own
+    ovs plugin and oslo.privsep read too) and return ``[os_vif_smartnic]``."""
+    files = list(args.config_file or [])
+    if not files and os.path.exists(conf.DEFAULT_CONFIG_FILE):
+        files = [conf.DEFAULT_CONFIG_FILE]
+    for f in files:
+        if not os.path.isfile(f):
+            raise UsageError(f"--config-file {f}: no such file")
+    cfg.CONF.reset()
+    try:
+        conf.register(cfg.CONF)
+    except cfg.DuplicateOptError:
+        pass
+    cfg.CONF(args=[], project="smartnic-vif", default_config_files=files)
+    group = cfg.CONF[conf.GROUP]
+    if getattr(args, "sysfs_root", None):
+        cfg.CONF.set_override("sysfs_root", args.sysfs_root, group=conf.GROUP)
+    return group
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from smartnic_vif.cli import commands
+
+    parser = argparse.ArgumentParser(
+        prog="smartnic-vif",
+        description="Accelerated VM ports on SmartNIC compute hosts.",
+    )
+    parser.add_argument("--config-file", action="append", metavar="FILE",
+                        help=f"oslo.config file (default {conf.DEFAULT_CONFIG_FILE} if present); "
+                        "may be repeated")
+    parser.add_argument("--sysfs-root", metavar="DIR",
+                        help="read sysfs under DIR instead of the configured sysfs_root")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what happens")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    try:
+        return handler(args)
+    except (UsageError, InvalidValue) as e:
+        print(f"smartnic-vif {args.command}: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except (SmartNICError, OSError, RuntimeError) as e:
+        print(f"smartnic-vif {args.command}: {e}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())
