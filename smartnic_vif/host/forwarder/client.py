@@ -1,0 +1,516 @@
+"""Client of the virtio-forwarder daemon's port control and stats endpoints.
+
+virtio-forwarder binds ZeroMQ REP sockets and speaks protobuf
+(``virtio_forwarder.proto``). This module sends one request and reads one reply
+per call, and turns every way that can go wrong into an exception: an ERROR
+reply is :class:`ForwarderError` (with the daemon's ``error_code`` and
+``error_code_source``), no reply in time is :class:`ForwarderTimeout`, and a
+reply that is not a valid message is :class:`ForwarderProtocolError`. The
+earlier vendor plugin ran the daemon's sample script and took its exit status 1
+for success, which that script also returns for ERROR and for a timeout; here a
+failure can never pass as success.
+
+Which operations the OpenStack path uses
+----------------------------------------
+The daemon must run with dynamic sockets enabled; a port's relay is then
+driven only by:
+
+* ``ADD_SOCK`` (:meth:`ForwarderClient.add_sock`) on plug: pair the port's VF
+  with the vhost-user socket path that QEMU creates (libvirt ``mode='server'``;
+  the daemon is the vhost-user client);
+* ``REMOVE_SOCK`` (:meth:`ForwarderClient.remove_sock`) on unplug;
+* ``QUERY_PCI`` (:meth:`ForwarderClient.query_pci`) to find which VF a socket
+  is paired with (used for idempotency and by the operator CLI).
+
+``ADD``/``REMOVE`` keyed by ``virtio_id`` are the daemon's older static form
+(fixed relay numbers with daemon-named sockets); they are not exposed here.
+
+Both *_SOCK calls send ``conditional=True`` and, when the daemon still answers
+ERROR, check the daemon's actual state before raising: a pair that already
+exists (add) or is already gone (remove) is success. That makes plug and unplug
+safe to repeat after a crash or a lost reply, whichever way a given daemon
+release treats ``conditional`` for the *_SOCK operations. Pass both the PCI
+address and the path to :meth:`~ForwarderClient.remove_sock` when both are
+known: the daemon then checks that they belong together, and daemon releases
+that insist on a PCI address in every request accept it.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from types import TracebackType
+
+import zmq
+
+from smartnic_vif.host.forwarder import virtio_forwarder_pb2 as pb
+from smartnic_vif.model.errors import HostOperationError, InvalidValue
+from smartnic_vif.model.types import PciAddress
+
+LOG = logging.getLogger(__name__)
+
+DEFAULT_PORT_CONTROL_ENDPOINT = "ipc:///var/run/virtio-forwarder/port_control"
+DEFAULT_STATS_ENDPOINT = "ipc:///var/run/virtio-forwarder/stats"
+# The daemon's own sample client waits this long for a reply.
+DEFAULT_TIMEOUT = 2.0
+
+# sockaddr_un.sun_path is 108 bytes including the terminating NUL; the daemon
+# (through DPDK's vhost library) cannot use a longer path.
+MAX_VHOST_PATH_BYTES = 107
+_UINT32_MAX = 0xFFFFFFFF
+
+# Error codes with which a daemon says "no such socket/VF": for QUERY_PCI they
+# mean "not paired", not a failure. Both signs, because the daemon passes on
+# DPDK-style negative errno values as well as positive ones.
+_NOT_FOUND_CODES = frozenset(
+    {errno.ENOENT, -errno.ENOENT, errno.ENODEV, -errno.ENODEV, errno.ESRCH, -errno.ESRCH}
+)
+
+_OP_NAMES = {v: k for k, v in pb.PortControlRequest.Op.items()}
+_STATS_STATUS_NAMES = {v: k for k, v in pb.StatsResponse.Status.items()}
+
+
+class ForwarderError(HostOperationError):
+    """The daemon answered ERROR.
+
+    ``error_code`` is the daemon's errno-style code and ``error_code_source``
+    the daemon function that failed (e.g. ``virtio_add_sock_dev_pair()``); the
+    daemon may leave both unset, e.g. for a request it considers malformed.
+    """
+
+    def __init__(
+        self,
+        op: str,
+        error_code: int | None,
+        error_code_source: str | None,
+        detail: str = "",
+    ) -> None:
+        self.op = op
+        self.error_code = error_code
+        self.error_code_source = error_code_source
+        self.detail = detail
+        msg = f"virtio-forwarder {op} failed"
+        if error_code_source:
+            msg += f" in {error_code_source}"
+        if error_code is not None:
+            msg += f" with error code {error_code}"
+            name = errno.errorcode.get(abs(error_code))
+            if name:
+                msg += f" ({name})"
+        if detail:
+            msg += f": {detail}"
+        super().__init__(msg)
+
+
+class ForwarderTimeout(HostOperationError):
+    """No reply within the timeout: the daemon is not running, hung or slow.
+
+    ZeroMQ connects lazily, so a daemon that is not running (no socket file,
+    nothing listening) shows up as this, after ``timeout`` seconds. Whether the
+    daemon carried out the request is unknown; the *_SOCK calls are safe to
+    repeat.
+    """
+
+    def __init__(self, op: str, endpoint: str, timeout: float) -> None:
+        self.op = op
+        self.endpoint = endpoint
+        self.timeout = timeout
+        super().__init__(
+            f"virtio-forwarder did not answer {op} on {endpoint} within {timeout:g} s "
+            "(is the daemon running?)"
+        )
+
+
+class ForwarderProtocolError(HostOperationError):
+    """The daemon's reply could not be decoded or lacks required fields."""
+
+
+@dataclass(frozen=True)
+class DirectionStats:
+    """Counters of one direction of a relay (VF to VM or VM to VF)."""
+
+    active: bool
+    internal_state: str
+    packets_received: int
+    bytes_received: int
+    packets_transmitted: int
+    bytes_transmitted: int
+    packets_dropped_queue_full: int
+    bytes_dropped_queue_full: int
+    packets_dropped_not_connected: int
+    bytes_dropped_not_connected: int
+    packet_rate_in: float
+    byte_rate_in: float
+    packet_rate_out: float
+    byte_rate_out: float
+
+    @classmethod
+    def from_message(cls, msg: pb.RelayState.Direction) -> DirectionStats:
+        return cls(
+            active=msg.active,
+            internal_state=msg.internal_state,
+            packets_received=msg.packets_received,
+            bytes_received=msg.bytes_received,
+            packets_transmitted=msg.packets_transmitted,
+            bytes_transmitted=msg.bytes_transmitted,
+            packets_dropped_queue_full=msg.packets_dropped_queue_full,
+            bytes_dropped_queue_full=msg.bytes_dropped_queue_full,
+            packets_dropped_not_connected=msg.packets_dropped_not_connected,
+            bytes_dropped_not_connected=msg.bytes_dropped_not_connected,
+            packet_rate_in=msg.packet_rate_in,
+            byte_rate_in=msg.byte_rate_in,
+            packet_rate_out=msg.packet_rate_out,
+            byte_rate_out=msg.byte_rate_out,
+        )
+
+
+@dataclass(frozen=True)
+class RelayStats:
+    """One relay as the stats endpoint reports it.
+
+    ``pci`` is None when the daemon reports no VF or a name that is not a PCI
+    address (a bond); ``vf_ident`` keeps the daemon's string either way.
+    """
+
+    relay_id: int
+    active: bool
+    ident: str
+    vhost_path: str | None
+    pci: PciAddress | None
+    vf_ident: str | None
+    socket_id: int
+    cpu_vf_to_vm: int | None
+    cpu_vm_to_vf: int | None
+    vf_to_vm: DirectionStats
+    vm_to_vf: DirectionStats
+
+    @classmethod
+    def from_message(cls, msg: pb.RelayState) -> RelayStats:
+        vhost_path = msg.vhost.vhost_socket_name if msg.HasField("vhost") else None
+        vf_ident = msg.vf.pci_addr_str if msg.HasField("vf") else None
+        pci: PciAddress | None = None
+        if vf_ident:
+            try:
+                pci = PciAddress.parse(vf_ident)
+            except InvalidValue:
+                pci = None
+        has_cpu = msg.HasField("cpu")
+        return cls(
+            relay_id=msg.id,
+            active=msg.active,
+            ident=msg.ident,
+            vhost_path=vhost_path or None,
+            pci=pci,
+            vf_ident=vf_ident or None,
+            socket_id=msg.socket_id,
+            cpu_vf_to_vm=msg.cpu.vf_to_vm if has_cpu and msg.cpu.HasField("vf_to_vm") else None,
+            cpu_vm_to_vf=msg.cpu.vm_to_vf if has_cpu and msg.cpu.HasField("vm_to_vf") else None,
+            vf_to_vm=DirectionStats.from_message(msg.vf_to_vm),
+            vm_to_vf=DirectionStats.from_message(msg.vm_to_vf),
+        )
+
+
+def vhost_socket_path(value: object, field: str = "vhost_path") -> str:
+    """Check a vhost-user socket path the daemon can use; return it unchanged."""
+    if not isinstance(value, str) or not value:
+        raise InvalidValue(field, value, "expected an absolute socket path")
+    if not value.startswith("/"):
+        raise InvalidValue(field, value, "the daemon needs an absolute socket path")
+    if "\0" in value:
+        raise InvalidValue(field, value, "a socket path cannot contain NUL")
+    if len(value.encode("utf-8", "surrogateescape")) > MAX_VHOST_PATH_BYTES:
+        raise InvalidValue(
+            field, value, f"a unix socket path is at most {MAX_VHOST_PATH_BYTES} bytes"
+        )
+    return value
+
+
+def _endpoint(value: object, field: str) -> str:
+    if not isinstance(value, str) or "://" not in value or value.endswith("://"):
+        raise InvalidValue(field, value, "expected a ZeroMQ endpoint such as ipc:///path")
+    return value
+
+
+def _timeout(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 3600:
+        raise InvalidValue("timeout", value, "expected seconds, more than 0 and at most 3600")
+    return float(value)
+
+
+def _pci_message(pci: PciAddress) -> pb.PortControlRequest.PciAddress:
+    return pb.PortControlRequest.PciAddress(
+        domain=pci.domain, bus=pci.bus, slot=pci.slot, function=pci.function
+    )
+
+
+class _ReqChannel:
+    """One REQ socket to one endpoint, used by one thread at a time.
+
+    A REQ socket is a strict send/recv/send/recv state machine; after a reply
+    timeout it is stuck waiting for a reply that may never come (or come late,
+    answering the wrong request). So a socket that timed out is closed with
+    linger 0 and the next request gets a new one; a socket is never reused
+    after a timeout.
+    """
+
+    def __init__(self, context: zmq.Context, endpoint: str, timeout: float):
+        self.endpoint = endpoint
+        self.timeout = timeout
+        self._context = context
+        self._lock = threading.Lock()
+        self._socket: zmq.Socket | None = None
+        # Counts replaced sockets; lets tests and logs see that a timeout
+        # really cost the socket.
+        self.sockets_opened = 0
+
+    def _open(self) -> zmq.Socket:
+        sock = self._context.socket(zmq.REQ)
+        timeout_ms = max(1, int(self.timeout * 1000))
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.SNDTIMEO, timeout_ms)
+        sock.setsockopt(zmq.RCVTIMEO, timeout_ms)
+        sock.connect(self.endpoint)
+        self.sockets_opened += 1
+        return sock
+
+    def _discard(self) -> None:
+        if self._socket is not None:
+            self._socket.close(linger=0)
+            self._socket = None
+
+    def request(self, op: str, payload: bytes) -> bytes:
+        with self._lock:
+            try:
+                if self._socket is None:
+                    self._socket = self._open()
+                self._socket.send(payload)
+                return self._socket.recv()
+            except zmq.Again:
+                self._discard()
+                raise ForwarderTimeout(op, self.endpoint, self.timeout) from None
+            except zmq.ZMQError as exc:
+                self._discard()
+                raise HostOperationError(
+                    f"virtio-forwarder {op} on {self.endpoint}: {exc}"
+                ) from exc
+            except BaseException:
+                # Interrupted between send and recv (KeyboardInterrupt, say):
+                # the REQ socket still waits for a reply, so it cannot be reused.
+                self._discard()
+                raise
+
+    def close(self) -> None:
+        with self._lock:
+            self._discard()
+
+
+class ForwarderClient:
+    """Talks to one virtio-forwarder daemon; safe to share between threads.
+
+    Each endpoint has its own REQ socket and lock, so concurrent callers are
+    serialised per endpoint (the daemon answers one request at a time anyway).
+    """
+
+    def __init__(
+        self,
+        port_control_endpoint: str = DEFAULT_PORT_CONTROL_ENDPOINT,
+        stats_endpoint: str = DEFAULT_STATS_ENDPOINT,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> None:
+        port_control_endpoint = _endpoint(port_control_endpoint, "port_control_endpoint")
+        stats_endpoint = _endpoint(stats_endpoint, "stats_endpoint")
+        self._timeout = _timeout(timeout)
+        # Our own context, so close() can end its I/O thread and nothing of
+        # this client outlives it.
+        self._context: zmq.Context = zmq.Context()
+        self._port_control = _ReqChannel(self._context, port_control_endpoint, self._timeout)
+        self._stats = _ReqChannel(self._context, stats_endpoint, self._timeout)
+        self._closed = False
+
+    @property
+    def timeout(self) -> float:
+        """Seconds to wait for each reply (fixed per client: it is set on the sockets)."""
+        return self._timeout
+
+    @property
+    def port_control_endpoint(self) -> str:
+        return self._port_control.endpoint
+
+    @property
+    def stats_endpoint(self) -> str:
+        return self._stats.endpoint
+
+    @property
+    def sockets_opened(self) -> int:
+        """How many REQ sockets this client has opened (grows after timeouts)."""
+        return self._port_control.sockets_opened + self._stats.sockets_opened
+
+    # -- port control --------------------------------------------------------
+
+    def add_sock(self, pci: PciAddress | str, vhost_path: str) -> None:
+        """Pair the VF ``pci`` with the vhost-user socket ``vhost_path`` (ADD_SOCK).
+
+        Succeeds without change when exactly this pair already exists. Raises
+        :class:`ForwarderError` when the VF or the path is taken by another
+        pair, or the daemon fails otherwise.
+        """
+        addr = PciAddress.parse(pci)
+        path = vhost_socket_path(vhost_path)
+        req = pb.PortControlRequest(
+            op=pb.PortControlRequest.ADD_SOCK,
+            pci_addrs=[_pci_message(addr)],
+            conditional=True,
+            vhost_path=path,
+        )
+        try:
+            self._port_control_call(req)
+        except ForwarderError as exc:
+            # Some daemon releases refuse an identical pair even when the
+            # request is conditional; the pair being there is what we wanted.
+            if self._confirm(exc, lambda: self._paired_pci(path) == addr):
+                LOG.debug("ADD_SOCK %s %s: pair exists already (%s)", addr, path, exc)
+                return
+            raise
+        LOG.info("virtio-forwarder: paired VF %s with %s", addr, path)
+
+    def remove_sock(
+        self, pci: PciAddress | str | None = None, vhost_path: str | None = None
+    ) -> None:
+        """Remove the pair of ``vhost_path`` and/or VF ``pci`` (REMOVE_SOCK).
+
+        At least one is required; with both, the daemon removes the pair only
+        if they belong together. Succeeds without change when no such pair
+        exists, so unplug can be repeated.
+        """
+        if pci is None and vhost_path is None:
+            raise InvalidValue(
+                "vhost_path", None, "give the socket path, the VF's PCI address or both"
+            )
+        addr = PciAddress.parse(pci) if pci is not None else None
+        path = vhost_socket_path(vhost_path) if vhost_path is not None else None
+        req = pb.PortControlRequest(op=pb.PortControlRequest.REMOVE_SOCK, conditional=True)
+        if addr is not None:
+            req.pci_addrs.append(_pci_message(addr))
+        if path is not None:
+            req.vhost_path = path
+        try:
+            self._port_control_call(req)
+        except ForwarderError as exc:
+            if self._confirm(exc, lambda: not self._pair_present(addr, path)):
+                LOG.debug("REMOVE_SOCK %s %s: no such pair (%s)", addr, path, exc)
+                return
+            raise
+        LOG.info("virtio-forwarder: removed pair %s %s", addr or "", path or "")
+
+    def query_pci(self, vhost_path: str) -> PciAddress | None:
+        """The VF paired with ``vhost_path`` (QUERY_PCI), or None if none is."""
+        return self._paired_pci(vhost_socket_path(vhost_path))
+
+    # -- stats ---------------------------------------------------------------
+
+    def stats(self, relays: Iterable[int] = (), include_inactive: bool = True) -> list[RelayStats]:
+        """Relay states from the stats endpoint; all relays when ``relays`` is empty."""
+        ids = []
+        for relay in relays:
+            if isinstance(relay, bool) or not isinstance(relay, int):
+                raise InvalidValue("relays", relay, "expected relay numbers (unsigned integers)")
+            if not 0 <= relay <= _UINT32_MAX:
+                raise InvalidValue("relays", relay, "expected relay numbers (unsigned integers)")
+            ids.append(relay)
+        req = pb.StatsRequest(relay=ids, include_inactive=bool(include_inactive))
+        self._check_open()
+        raw = self._stats.request("STATS", req.SerializeToString())
+        reply = pb.StatsResponse()
+        try:
+            reply.ParseFromString(raw)
+        except Exception as exc:  # protobuf raises DecodeError or RuntimeError
+            raise ForwarderProtocolError(f"undecodable StatsResponse: {exc}") from exc
+        if reply.status != pb.StatsResponse.OK:
+            name = _STATS_STATUS_NAMES.get(reply.status, str(reply.status))
+            raise ForwarderError("STATS", int(reply.status), "stats", f"status {name}")
+        return [RelayStats.from_message(r) for r in reply.relay]
+
+    # -- plumbing ------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise HostOperationError("virtio-forwarder client is closed")
+
+    @staticmethod
+    def _confirm(error: ForwarderError, check: Callable[[], bool]) -> bool:
+        """Run ``check`` to see whether an ERROR reply left the wanted state.
+
+        A failure of the check itself (a timeout, say) must not hide the
+        daemon's original error, so it only makes the answer "not confirmed".
+        """
+        try:
+            return check()
+        except HostOperationError as check_error:
+            LOG.warning("could not check the daemon's state after %s: %s", error, check_error)
+            return False
+
+    def _port_control_call(self, req: pb.PortControlRequest) -> pb.PortControlResponse:
+        self._check_open()
+        op = _OP_NAMES.get(req.op, str(req.op))
+        raw = self._port_control.request(op, req.SerializeToString())
+        reply = pb.PortControlResponse()
+        try:
+            reply.ParseFromString(raw)
+        except Exception as exc:  # protobuf raises DecodeError or RuntimeError
+            raise ForwarderProtocolError(f"undecodable PortControlResponse to {op}: {exc}") from exc
+        if not reply.HasField("status"):
+            raise ForwarderProtocolError(f"PortControlResponse to {op} has no status")
+        if reply.status != pb.PortControlResponse.OK:
+            raise ForwarderError(
+                op,
+                reply.error_code if reply.HasField("error_code") else None,
+                reply.error_code_source if reply.HasField("error_code_source") else None,
+            )
+        return reply
+
+    def _paired_pci(self, path: str) -> PciAddress | None:
+        req = pb.PortControlRequest(op=pb.PortControlRequest.QUERY_PCI, vhost_path=path)
+        try:
+            reply = self._port_control_call(req)
+        except ForwarderError as exc:
+            if exc.error_code in _NOT_FOUND_CODES:
+                return None
+            raise
+        if not reply.query_string:
+            return None
+        try:
+            return PciAddress.parse(reply.query_string)
+        except InvalidValue as exc:
+            raise ForwarderProtocolError(
+                f"QUERY_PCI {path}: daemon answered {reply.query_string!r}, not a PCI address"
+            ) from exc
+
+    def _pair_present(self, addr: PciAddress | None, path: str | None) -> bool:
+        """Whether the daemon still has a pair using ``path`` or the VF ``addr``."""
+        if path is not None:
+            return self._paired_pci(path) is not None
+        # Only the VF is known: QUERY_PCI is keyed by path, so look at the relays.
+        return any(relay.pci == addr for relay in self.stats())
+
+    def close(self) -> None:
+        """Close both sockets and the ZeroMQ context; the client is unusable after."""
+        if self._closed:
+            return
+        self._closed = True
+        self._port_control.close()
+        self._stats.close()
+        self._context.term()
+
+    def __enter__(self) -> ForwarderClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
