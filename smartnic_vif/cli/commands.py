@@ -32,9 +32,9 @@ def register(sub: Any) -> None:
     d.add_argument("--dir", required=True)
     d.set_defaults(handler=cmd_sim_destroy)
 
-    from smartnic_vif.cli import ports
+    from smartnic_vif.cli import demo
 
-    ports.register(sub)
+    demo.register(sub)
 
 
 def inventory_rows(inventory: Any, claims: dict[str, str]) -> list[dict[str, Any]]:

@@ -39,13 +39,22 @@ def start(in_process: bool = False) -> None:
     if in_process:
         context.set_client_mode(False)
         return
-    if context.channel is None and os.geteuid() == 0:
-        context.start(priv_context.Method.FORK)
+    if os.geteuid() != 0:
+        return
+    # os-vif's own ovs plugin (normal ports) has its own context; fork it too.
+    from vif_plug_ovs import privsep as ovs_privsep
+
+    for ctx in (context, ovs_privsep.vif_plug):
+        if ctx.channel is None:
+            ctx.start(priv_context.Method.FORK)
 
 
 def stop() -> None:
-    if context.channel is not None:
-        context.stop()
+    from vif_plug_ovs import privsep as ovs_privsep
+
+    for ctx in (context, ovs_privsep.vif_plug):
+        if ctx.channel is not None:
+            ctx.stop()
 
 
 def _root(value: object) -> str:

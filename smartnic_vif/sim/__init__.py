@@ -1,1 +1,4 @@
-"""The simulated SmartNIC host: sysfs tree, veth representors, private OVS, virtio-forwarder simulator."""
+"""The simulated SmartNIC host.
+
+A sysfs tree, veth representors, a private OVS and a virtio-forwarder simulator.
+"""

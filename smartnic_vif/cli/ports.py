@@ -1,9 +1,0 @@
-"""Port subcommands: attach, detach, status, reconcile, doctor, pci-spec, demo."""
-
-from __future__ import annotations
-
-from typing import Any
-
-
-def register(sub: Any) -> None:
-    return None
