@@ -23,10 +23,15 @@ Behaviour worth knowing:
   applied it (``cur_cfg`` caught up), so a returned :class:`PortInfo` carries
   the ``ofport`` ovs-vswitchd assigned (``-1`` plus ``error`` if it could not
   open the device). If ovs-vswitchd does not catch up within the timeout the
-  write is still committed; ``ofport`` is then ``None`` and a warning is
+  write is still committed; a new port's ``ofport`` is then ``None`` and a warning is
   logged. With ``wait_for_vswitchd=False`` a write returns once ovsdb-server
-  committed it. The wait happens on the shared connection thread, so writes
-  from all clients of one connection are serialised.
+  committed it. The wait happens on the shared connection thread, holding the
+  connection's lock (ovsdbapp's design), so writes from all clients of one
+  connection are serialised and reads wait for a write in progress.
+- **Races between processes**: two processes creating the same bridge or port
+  name at the same moment make one transaction fail on OVSDB's unique name
+  index (:class:`OvsdbError`, "constraint violation"); calling again succeeds
+  and, the calls being idempotent, is the expected recovery.
 - **Timeouts**: reaching the server (schema fetch and initial dump), queueing,
   committing and waiting for ovs-vswitchd are all bounded by ``timeout``; an
   unreachable OVSDB raises :class:`OvsdbError` instead of hanging. A write

@@ -161,7 +161,7 @@ def test_stop_after_a_half_dead_instance(private_ovs: PrivateOVS) -> None:
     assert not os.path.exists(private_ovs.pidfile(OVSDB_SERVER))
 
 
-def test_start_refuses_socket_paths_too_long_for_unix_sockets(tmp_path: object) -> None:
+def test_start_refuses_socket_paths_too_long_for_unix_sockets() -> None:
     run_dir = os.path.join("/tmp", "x" * 120)
     ovs = PrivateOVS(run_dir)
     with pytest.raises(PrivateOVSError, match="longer than"):
@@ -170,7 +170,7 @@ def test_start_refuses_socket_paths_too_long_for_unix_sockets(tmp_path: object) 
     ovs.stop()
 
 
-def test_start_failure_cleans_up(tmp_path: os.PathLike[str]) -> None:
+def test_start_failure_cleans_up() -> None:
     run_dir = tempfile.mkdtemp(prefix="sovs-")
     try:
         ovs = PrivateOVS(run_dir, schema=os.path.join(run_dir, "missing.ovsschema"))
@@ -559,3 +559,28 @@ def test_ovsdb_going_away_raises_ovsdb_error_then_reconnects(private_ovs: Privat
     assert c.bridge_datapath_type("br-l") == "netdev"
     assert c.ensure_bridge("br-m", "netdev") == "netdev"
     c.close()
+
+
+def test_set_port_with_vswitchd_down_commits_and_returns_after_the_timeout(
+    private_ovs: PrivateOVS, caplog: pytest.LogCaptureFixture
+) -> None:
+    c = OvsdbClient(private_ovs.connection, timeout=1)
+    try:
+        c.ensure_bridge("br-n", "netdev")
+        vswitchd = private_ovs.pid(OVS_VSWITCHD)
+        assert vswitchd
+        os.kill(vswitchd, signal.SIGKILL)
+        started = time.monotonic()
+        info = c.set_port("br-n", "tap-n1", iface_id=PORT_ID1, mac=MAC1, vm_uuid=VM1)
+        elapsed = time.monotonic() - started
+        assert 0.9 < elapsed < 1.9
+        assert info.ofport is None and info.external_ids["iface-id"] == PORT_ID1
+        assert "did not apply it" in caplog.text
+        # Without waiting for ovs-vswitchd, the same write returns at once.
+        fast = OvsdbClient(private_ovs.connection, timeout=1, wait_for_vswitchd=False)
+        started = time.monotonic()
+        fast.set_port("br-n", "tap-n2", iface_id=PORT_ID2, mac=MAC2, vm_uuid=VM1)
+        assert time.monotonic() - started < 0.5
+        fast.close()
+    finally:
+        c.close()
