@@ -62,6 +62,11 @@ def _ip_batch(commands: list[str]) -> None:
         raise SimulatorError(f"ip -batch failed: {proc.stderr.strip()}")
 
 
+def _link_exists(name: str) -> bool:
+    with IPRoute() as ipr:
+        return bool(ipr.link_lookup(ifname=name))
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -250,6 +255,13 @@ class SimulatedHost:
         if not 1 <= vfs_per_pf <= 256:
             raise SimulatorError(f"invalid vfs_per_pf {vfs_per_pf}: expected 1-256")
         dir = os.path.abspath(dir)
+        if with_ovs and _link_exists("ovs-netdev"):
+            # The userspace datapath's tap has a fixed name: a second
+            # userspace OVS in this namespace cannot open its datapath.
+            raise SimulatorError(
+                "another userspace-datapath OVS is running in this network namespace "
+                "(link ovs-netdev exists); destroy that simulated host first"
+            )
         if os.path.exists(os.path.join(dir, MANIFEST)):
             raise SimulatorError(f"{dir} already holds a simulated host; destroy it first")
         os.makedirs(dir, exist_ok=True)
