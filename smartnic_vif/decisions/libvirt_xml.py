@@ -142,6 +142,8 @@ def forwarder_interface(
 
 def interface_for_vif(vif: osv_vif.VIFBase, *, queues: int | None = None) -> str:
     """The ``<interface>`` for an os-vif VIF built by :mod:`vif_builder`."""
+    if not isinstance(vif, osv_vif.VIFBase):
+        raise InvalidValue("vif", type(vif).__name__, "no libvirt interface for this VIF class")
     net = vif.network if "network" in vif else None
     net_mtu = net.mtu if net is not None and "mtu" in net else None
     if isinstance(vif, osv_vif.VIFHostDevice):
