@@ -236,7 +236,9 @@ class SimulatedKernel:
                     mac = state.get("netdev_mac")
                 if mac:
                     with contextlib.suppress(NotFound):
-                        netdev.set_link(state["netdev"], netns=state["netns"], mac=mac)
+                        netdev.in_netns(
+                            state["netns"], lambda: netdev.set_link(state["netdev"], mac=mac)
+                        )
 
     def bind_driver(self, address: str, driver: str | None) -> str | None:
         dev = _pci_dir(self.root, address)

@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -75,21 +76,25 @@ class StateStore:
     def __init__(self, state_path: str) -> None:
         os.makedirs(state_path, mode=0o700, exist_ok=True)
         self.path = os.path.join(state_path, "state.db")
+        self._local = threading.local()
         with self._db() as db:
             db.executescript(SCHEMA)
 
     @contextlib.contextmanager
     def _db(self) -> Iterator[sqlite3.Connection]:
-        # A connection per use: cheap, and safe across threads and forks.
-        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        try:
+        """This thread's connection (one per thread and process: sqlite
+        connections must not cross threads or forks). Opening one and setting
+        its pragmas costs more than the writes, so it is kept."""
+        key = (os.getpid(), threading.get_ident())
+        db = self._local.__dict__.get("db")
+        if db is None or self._local.__dict__.get("key") != key:
+            db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
             db.execute("PRAGMA journal_mode=WAL")
             # WAL + NORMAL survives a process crash (what reconcile is for);
             # only a power loss may drop the last commits.
             db.execute("PRAGMA synchronous=NORMAL")
-            yield db
-        finally:
-            db.close()
+            self._local.db, self._local.key = db, key
+        yield db
 
     @staticmethod
     def _record(row: tuple[Any, ...]) -> PortRecord:
