@@ -19,8 +19,19 @@ from smartnic_vif.model.errors import HostOperationError, NotFound
 T = TypeVar("T")
 
 
+def _no_netns(netns: str) -> NotFound:
+    return NotFound(f"network namespace {netns} does not exist")
+
+
 def _ipr(netns: str | None) -> Any:
-    return NetNS(netns) if netns else IPRoute()
+    if not netns:
+        return IPRoute()
+    try:
+        # flags=0: pyroute2 defaults to O_CREAT, which would create a missing
+        # namespace as a side effect (and leave it behind).
+        return NetNS(netns, flags=0)
+    except FileNotFoundError:
+        raise _no_netns(netns) from None
 
 
 def in_netns(netns: str, fn: Callable[[], T]) -> T:
@@ -30,13 +41,18 @@ def in_netns(netns: str, fn: Callable[[], T]) -> T:
     error: list[BaseException] = []
 
     def target() -> None:
-        pyroute2_netns.pushns(netns)
+        # flags=0: never create a missing namespace (pyroute2 defaults to
+        # O_CREAT). No pushns/popns: the thread ends here, and their saved-fd
+        # stack is one global list shared by every thread of the process.
+        try:
+            pyroute2_netns.setns(netns, flags=0)
+        except FileNotFoundError:
+            error.append(_no_netns(netns))
+            return
         try:
             result.append(fn())
         except BaseException as e:
             error.append(e)
-        finally:
-            pyroute2_netns.popns()
 
     thread = threading.Thread(target=target, name=f"netns-{netns}")
     thread.start()

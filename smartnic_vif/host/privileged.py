@@ -10,8 +10,10 @@ namespaces of the simulated host, sysfs writes); nothing else.
 
 from __future__ import annotations
 
+import functools
 import os
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from oslo_privsep import capabilities as caps
 from oslo_privsep import priv_context
@@ -99,12 +101,54 @@ def _vf_settings(settings: object) -> dict[str, Any]:
     return clean
 
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class PortableInvalidValue(InvalidValue):
+    """An InvalidValue that oslo.privsep can rebuild in the caller.
+
+    The daemon sends an exception back as its class and ``args`` and the
+    caller raises ``cls(*args)``. InvalidValue takes (field, value, reason)
+    but its ``args`` is the formatted message, so the caller got a TypeError
+    instead; this one keeps the three in ``args`` and the message in ``str``.
+    """
+
+    def __init__(self, field: str, value: object, reason: str) -> None:
+        super().__init__(field, value, reason)
+        self._message = Exception.__str__(self)
+        self.args = (field, value, reason)
+
+    def __str__(self) -> str:
+        return self._message
+
+
+def _portable_errors(func: F) -> F:
+    """Raise every InvalidValue of ``func`` as a :class:`PortableInvalidValue`
+    (a value that is not a plain scalar travels as its repr)."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except PortableInvalidValue:
+            raise
+        except InvalidValue as e:
+            value = e.value
+            if value is not None and not isinstance(value, str | int | float | bool):
+                value = repr(value)
+            raise PortableInvalidValue(e.field, value, e.reason) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
 @context.entrypoint
+@_portable_errors
 def get_link(ifname: str) -> dict[str, Any] | None:
     return netdev.get_link(types.ifname(ifname))
 
 
 @context.entrypoint
+@_portable_errors
 def set_link(
     ifname: str,
     mtu: int | None = None,
@@ -124,6 +168,7 @@ def set_link(
 
 
 @context.entrypoint
+@_portable_errors
 def get_vf(sysfs_root: str, backend: str, pf_address: str, vf_index: int) -> dict[str, Any]:
     return kernel.kernel_for(_backend(backend), _root(sysfs_root)).get_vf(
         types.pci_address(pf_address, "pf_address"), types.vf_index(vf_index)
@@ -131,6 +176,7 @@ def get_vf(sysfs_root: str, backend: str, pf_address: str, vf_index: int) -> dic
 
 
 @context.entrypoint
+@_portable_errors
 def set_vf(
     sysfs_root: str, backend: str, pf_address: str, vf_index: int, settings: dict[str, Any]
 ) -> None:
@@ -142,6 +188,7 @@ def set_vf(
 
 
 @context.entrypoint
+@_portable_errors
 def bind_driver(sysfs_root: str, backend: str, address: str, driver: str | None) -> str | None:
     return kernel.kernel_for(_backend(backend), _root(sysfs_root)).bind_driver(
         types.pci_address(address), types.driver_name(driver) if driver is not None else None
