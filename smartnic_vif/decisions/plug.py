@@ -64,6 +64,7 @@ class PlugOptions:
     default_datapath_type: str = "system"
     vfio_driver: str = "vfio-pci"
     hook: bool = False
+    default_bridge: str = "br-int"
 
 
 def _get(obj: Any, attr: str, default: Any = None) -> Any:
@@ -109,7 +110,7 @@ def port_from_vif(vif: Any, instance_uuid: str, opts: PlugOptions) -> PortReques
             port_id=str(port_id or vif.id),
             mode=mode,
             mac=types.unicast_mac(str(vif.address), "vif.address"),
-            bridge=types.ifname(bridge or "br-int", "vif.network.bridge"),
+            bridge=types.ifname(bridge or opts.default_bridge, "vif.network.bridge"),
             mtu=types.mtu(mtu, "vif.network.mtu"),
             instance_uuid=instance_uuid,
         )
@@ -138,7 +139,7 @@ def port_from_vif(vif: Any, instance_uuid: str, opts: PlugOptions) -> PortReques
         port_id=str(port_id),
         mode=mode,
         mac=types.unicast_mac(str(vif.address), "vif.address"),
-        bridge=types.ifname(bridge or "br-int", "vif.network.bridge"),
+        bridge=types.ifname(bridge or opts.default_bridge, "vif.network.bridge"),
         mtu=types.mtu(mtu, "vif.network.mtu"),
         instance_uuid=instance_uuid,
         vf_address=types.pci_address(vf_address, "vif.port_profile.representor_address"),
