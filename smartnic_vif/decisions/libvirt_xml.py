@@ -180,20 +180,25 @@ class DomainRequirements:
     iommu: bool = False  # host IOMMU on, for vfio-pci
     notes: tuple[str, ...] = field(default=())
 
-    def memory_backing(self) -> ET.Element | None:
-        """``<memoryBacking>`` granting what the mode needs, or None."""
+    def memory_backing(self, *, hugepages: bool = False) -> ET.Element | None:
+        """``<memoryBacking>`` granting what the mode needs, or None.
+
+        ``hugepages``: back guest RAM with hugepages (shared); otherwise memfd,
+        which gives shareable memory without reserving hugepages.
+        """
         if not self.shared_memory:
             return None
         backing = ET.Element("memoryBacking")
-        # memfd gives shareable memory without reserving hugepages; a domain
-        # that already has <hugepages/> only needs the access element.
-        ET.SubElement(backing, "source", {"type": "memfd"})
+        if hugepages:
+            ET.SubElement(backing, "hugepages")
+        else:
+            ET.SubElement(backing, "source", {"type": "memfd"})
         ET.SubElement(backing, "access", {"mode": "shared"})
         return backing
 
-    def to_xml(self) -> str:
+    def to_xml(self, *, hugepages: bool = False) -> str:
         """The snippet to merge into ``<domain>`` ("" when nothing is needed)."""
-        backing = self.memory_backing()
+        backing = self.memory_backing(hugepages=hugepages)
         return "" if backing is None else _to_string(backing)
 
 

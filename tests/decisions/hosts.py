@@ -46,7 +46,7 @@ def switchdev_pf(
         rep = None
         if index not in missing_representors:
             rep = Representor(
-                name=f"{netdev}pf{function}vf{index}",
+                name=f"{netdev}r{index}",  # udev-style rename, as on real hosts
                 switch_id=switch_id,
                 port_name=f"pf{function}vf{index}",
                 pf_function=function,

@@ -57,7 +57,7 @@ SPEC_LINES = [
     '{"vendor_id": "8086"}',
     '{"devname": "enp5s0np0", "physical_network": "physnet1"}',  # PF uplink
     '{"devname": "enp6s0f0v1"}',  # a legacy VF's own netdev
-    '{"devname": "enp129s0np0pf0vf2"}',  # a representor: resolves to its PF
+    '{"devname": "enp129s0np0r2"}',  # a representor: resolves to its PF
     '{"devname": "nosuch0"}',
     '{"address": "0000:05:08.1", "remote_managed": "true"}',
     '{"vendor_id": "*", "product_id": "*"}',

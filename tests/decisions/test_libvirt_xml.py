@@ -75,8 +75,10 @@ def test_emitted_xml_is_valid_for_libvirt(name: str) -> None:
     validate(domain_xml([EMITTED[name]]))
 
 
-def test_one_domain_with_every_mode_and_its_requirements() -> None:
-    backing = domain_requirements(PlugMode.FORWARDER).to_xml()
+@pytest.mark.parametrize("hugepages", [False, True])
+def test_one_domain_with_every_mode_and_its_requirements(hugepages: bool) -> None:
+    backing = domain_requirements(PlugMode.FORWARDER).to_xml(hugepages=hugepages)
+    assert ("<hugepages />" in backing) is hugepages
     validate(domain_xml(list(EMITTED.values()), backing))
 
 
