@@ -103,7 +103,14 @@ def set_link(
                 was_up = bool(ipr.get_links(index)[0]["flags"] & 1)
                 if was_up:
                     ipr.link("set", index=index, state="down")
-                ipr.link("set", index=index, ifname=new_name)
+                try:
+                    ipr.link("set", index=index, ifname=new_name)
+                except NetlinkError:
+                    # A refused rename (name taken, ...) must not leave the
+                    # link down as a side effect.
+                    if was_up:
+                        ipr.link("set", index=index, state="up")
+                    raise
                 if up is None:
                     up = was_up
             changes: dict[str, Any] = {}
