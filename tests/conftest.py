@@ -1,1 +1,1 @@
-pytest_plugins = ["tests.fixtures.ovs"]
+pytest_plugins = ["tests.fixtures.ovs", "tests.fixtures.sim"]

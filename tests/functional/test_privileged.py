@@ -1,0 +1,336 @@
+"""The privileged entrypoints through the real, forked privsep daemon.
+
+Every call here crosses oslo.privsep's channel: arguments are validated inside
+the daemon, and what the caller sees is what oslo.privsep re-raises,
+``type(e)(*e.args)`` of the daemon's exception. Validation failures arrive as
+:class:`InvalidValue` (precisely ``PortableInvalidValue``, which keeps field,
+value and reason across the channel).
+
+The simulated hosts here have no OVS, so they live in the root namespace
+(representors there, each VF's netdev in its own namespace).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from pyroute2 import NetNS, netns
+
+from smartnic_vif.host import privileged
+from smartnic_vif.host.discovery import discover
+from smartnic_vif.model.errors import HostOperationError, InvalidValue, NotFound
+from smartnic_vif.model.inventory import VirtualFunction
+from smartnic_vif.sim.host import SimulatedHost
+from tests.fixtures.sim import create_host, destroy_host
+
+pytestmark = pytest.mark.root
+
+SIM = "simulated"
+DEFAULTS = {
+    "mac": "00:00:00:00:00:00",
+    "vlan": 0,
+    "qos": 0,
+    "trust": False,
+    "spoofchk": True,
+    "link_state": "auto",
+}
+SimFactory = Callable[..., SimulatedHost]
+
+
+def vf_netdev_mac(host: SimulatedHost, vf: VirtualFunction) -> str:
+    """The MAC of the VF's own netdev (veth end) as seen inside its namespace."""
+    ns = host.vf_namespace(vf.address)
+    with NetNS(ns, flags=0) as nsr:  # flags=0: never create a missing namespace
+        found = nsr.link_lookup(ifname=host.vf_netdev(vf.address))
+        assert found, f"{host.vf_netdev(vf.address)} missing in {ns}"
+        return str(nsr.get_links(found[0])[0].get_attr("IFLA_ADDRESS"))
+
+
+@pytest.fixture
+def host(sim_host: SimFactory, privsep: Any) -> SimulatedHost:
+    return sim_host(pfs=2, vfs_per_pf=4)
+
+
+@pytest.fixture(scope="module")
+def unchanged_host(privsep: Any) -> Iterator[SimulatedHost]:
+    """One host shared by the tests that must leave it as they found it."""
+    host = create_host(pfs=2, vfs_per_pf=4)
+    try:
+        yield host
+    finally:
+        destroy_host(host)
+
+
+def test_calls_go_through_a_forked_daemon(privsep: Any) -> None:
+    assert privileged.context.client_mode is True
+    assert privileged.context.channel is not None and privileged.context.channel.running
+    # The daemon answers: a link that exists in every namespace.
+    lo = privileged.get_link("lo")
+    assert lo is not None and lo["ifname"] == "lo" and lo["up"] is True
+    assert privileged.get_link("snv-absent0") is None
+
+
+# -- VF settings -------------------------------------------------------------------
+
+
+def test_set_vf_get_vf_round_trip_and_vf_netdev_takes_the_mac(host: SimulatedHost) -> None:
+    root = host.dir
+    inv = discover(root)
+    vf = inv.pfs[1].vfs[2]
+    neighbour = inv.pfs[1].vfs[1]
+    own_mac = host.kernel_state(vf.address)["netdev_mac"]
+    assert privileged.get_vf(root, SIM, vf.pf_address, vf.index) == DEFAULTS
+    assert vf_netdev_mac(host, vf) == own_mac
+
+    wanted = {
+        "mac": "fa:16:3e:12:34:56",
+        "vlan": 100,
+        "qos": 3,
+        "trust": True,
+        "spoofchk": False,
+        "link_state": "disable",
+    }
+    assert privileged.set_vf(root, SIM, vf.pf_address, vf.index, wanted) is None
+    assert privileged.get_vf(root, SIM, vf.pf_address, vf.index) == wanted
+    assert {k: host.kernel_state(vf.address)[k] for k in wanted} == wanted
+    # Like a real VF netdev, the veth end in the VF's namespace took the MAC.
+    assert vf_netdev_mac(host, vf) == "fa:16:3e:12:34:56"
+    # Nothing else changed.
+    assert privileged.get_vf(root, SIM, neighbour.pf_address, neighbour.index) == DEFAULTS
+    assert vf_netdev_mac(host, neighbour) == host.kernel_state(neighbour.address)["netdev_mac"]
+
+    # Uppercase MAC and PF address are normalised inside the daemon.
+    privileged.set_vf(root, SIM, vf.pf_address.upper(), vf.index, {"mac": "FA:16:3E:AB:CD:EF"})
+    assert privileged.get_vf(root, SIM, vf.pf_address, vf.index)["mac"] == "fa:16:3e:ab:cd:ef"
+    assert vf_netdev_mac(host, vf) == "fa:16:3e:ab:cd:ef"
+
+    # Clearing the VF MAC gives the netdev back its own address.
+    privileged.set_vf(root, SIM, vf.pf_address, vf.index, dict(DEFAULTS))
+    assert privileged.get_vf(root, SIM, vf.pf_address, vf.index) == DEFAULTS
+    assert vf_netdev_mac(host, vf) == own_mac
+
+
+def test_set_vf_mac_with_the_vf_namespace_gone_creates_no_namespace(
+    host: SimulatedHost,
+) -> None:
+    # Regression: pyroute2 creates a missing namespace by default, so setting
+    # the MAC once made an empty namespace of the VF's name appear.
+    root = host.dir
+    vf = discover(root).pfs[0].vfs[3]
+    ns = host.vf_namespace(vf.address)
+    subprocess.run(["ip", "netns", "del", ns], check=True)  # noqa: S603, S607
+    assert ns not in netns.listnetns()
+
+    privileged.set_vf(root, SIM, vf.pf_address, vf.index, {"mac": "fa:16:3e:00:00:33"})
+    assert privileged.get_vf(root, SIM, vf.pf_address, vf.index)["mac"] == "fa:16:3e:00:00:33"
+    assert ns not in netns.listnetns()
+
+
+def test_set_vf_on_absent_vf_is_not_found(host: SimulatedHost) -> None:
+    with pytest.raises(NotFound, match="has no VF 9"):
+        privileged.set_vf(host.dir, SIM, "0000:05:00.0", 9, {"vlan": 1})
+    with pytest.raises(NotFound, match="0000:05:00.7 is not present"):
+        privileged.get_vf(host.dir, SIM, "0000:05:00.7", 0)
+
+
+# -- driver binding ----------------------------------------------------------------
+
+
+def test_bind_vfio_removes_the_vf_netdev_and_nfp_brings_it_back(host: SimulatedHost) -> None:
+    root = host.dir
+    vf = discover(root).pfs[0].vfs[1]
+    netdev = host.vf_netdev(vf.address)
+    class_net = os.path.join(root, "sys", "class", "net", netdev)
+    assert vf.driver == "nfp" and vf.netdev == netdev and os.path.exists(class_net)
+    representor = vf.representor
+
+    assert privileged.bind_driver(root, SIM, vf.address, "vfio-pci") == "nfp"
+    now = discover(root).vf(vf.address)
+    assert (now.driver, now.netdev) == ("vfio-pci", None)
+    assert not os.path.lexists(class_net)
+    assert now.representor == representor  # the representor stays
+    # Binding the driver it already has is a no-op that reports it.
+    assert privileged.bind_driver(root, SIM, vf.address.upper(), "vfio-pci") == "vfio-pci"
+
+    assert privileged.bind_driver(root, SIM, vf.address, "nfp") == "vfio-pci"
+    back = discover(root).vf(vf.address)
+    assert (back.driver, back.netdev, back.representor) == ("nfp", netdev, representor)
+    assert os.path.exists(class_net)
+    assert discover(root) == discover(root)  # and the tree is stable
+
+    # No driver at all, and back.
+    assert privileged.bind_driver(root, SIM, vf.address, None) == "nfp"
+    assert (discover(root).vf(vf.address).driver, discover(root).vf(vf.address).netdev) == (
+        None,
+        None,
+    )
+    assert privileged.bind_driver(root, SIM, vf.address, "nfp") is None
+    assert discover(root).vf(vf.address).netdev == netdev
+
+
+def test_bind_to_a_driver_the_host_lacks_fails(host: SimulatedHost) -> None:
+    root = host.dir
+    vf = discover(root).pfs[1].vfs[0]
+    with pytest.raises(HostOperationError, match="no driver e1000e"):
+        privileged.bind_driver(root, SIM, vf.address, "e1000e")
+    assert privileged.bind_driver(root, SIM, vf.address, "nfp") in ("nfp", None)
+    assert discover(root).vf(vf.address).driver == "nfp"
+
+
+# -- validation inside the daemon ----------------------------------------------------
+
+PF = "0000:05:00.0"
+
+
+def _calls(root: str, rep: str) -> list[tuple[str, Callable[[], Any], str, object]]:
+    """(id, call, field, value as the caller sees it)."""
+    return [
+        ("ifname-space", lambda: privileged.get_link("a b"), "ifname", "a b"),
+        ("ifname-path", lambda: privileged.set_link("../x", mtu=1500), "ifname", "../x"),
+        ("ifname-long", lambda: privileged.get_link("x" * 16), "ifname", "x" * 16),
+        ("new-name", lambda: privileged.set_link(rep, new_name="a/b"), "new_name", "a/b"),
+        ("link-mac", lambda: privileged.set_link(rep, mac="zz:zz"), "mac", "zz:zz"),
+        (
+            "link-multicast",
+            lambda: privileged.set_link(rep, mac="01:00:5e:00:00:01"),
+            "mac",
+            "01:00:5e:00:00:01",
+        ),
+        ("link-mtu", lambda: privileged.set_link(rep, mtu=10), "mtu", 10),
+        ("link-up", lambda: privileged.set_link(rep, up="yes"), "up", "yes"),
+        (
+            "vf-mac",
+            lambda: privileged.set_vf(root, SIM, PF, 0, {"mac": "fa:16:3e:00:00"}),
+            "vf_settings.mac",
+            "fa:16:3e:00:00",
+        ),
+        (
+            "vf-vlan",
+            lambda: privileged.set_vf(root, SIM, PF, 0, {"vlan": 4095}),
+            "vf_settings.vlan",
+            4095,
+        ),
+        ("vf-qos", lambda: privileged.set_vf(root, SIM, PF, 0, {"qos": 8}), "vf_settings.qos", 8),
+        (
+            "vf-trust",
+            lambda: privileged.set_vf(root, SIM, PF, 0, {"trust": 1}),
+            "vf_settings.trust",
+            1,
+        ),
+        (
+            "vf-link-state",
+            lambda: privileged.set_vf(root, SIM, PF, 0, {"link_state": "up"}),
+            "vf_settings.link_state",
+            "up",
+        ),
+        (
+            "vf-unknown-key",
+            lambda: privileged.set_vf(root, SIM, PF, 0, {"mac": "fa:16:3e:00:00:01", "mtu": 9000}),
+            "vf_settings",
+            "mtu",
+        ),
+        (
+            "vf-settings-not-a-mapping",
+            lambda: privileged.set_vf(root, SIM, PF, 0, ("mac",)),
+            "vf_settings",
+            "('mac',)",  # not a plain scalar: travels back as its repr
+        ),
+        ("root-etc", lambda: privileged.get_vf("/etc", SIM, PF, 0), "sysfs_root", "/etc"),
+        (
+            "root-relative",
+            lambda: privileged.get_vf(os.path.relpath(root), SIM, PF, 0),
+            "sysfs_root",
+            os.path.relpath(root),
+        ),
+        (
+            "root-dotdot",
+            lambda: privileged.get_vf(root + "/sys/..", SIM, PF, 0),
+            "sysfs_root",
+            root + "/sys/..",
+        ),
+        ("backend", lambda: privileged.get_vf(root, "kernel", PF, 0), "kernel_backend", "kernel"),
+        (
+            "pf-address",
+            lambda: privileged.get_vf(root, SIM, "0000:05:00.8", 0),
+            "pf_address",
+            "0000:05:00.8",
+        ),
+        ("vf-index", lambda: privileged.get_vf(root, SIM, PF, -1), "vf_index", -1),
+        (
+            "bind-address",
+            lambda: privileged.bind_driver(root, SIM, "05:08", "nfp"),
+            "pci_address",
+            "05:08",
+        ),
+        (
+            "bind-driver",
+            lambda: privileged.bind_driver(root, SIM, "0000:05:08.0", "../nfp"),
+            "driver",
+            "../nfp",
+        ),
+    ]
+
+
+CALL_IDS = [c[0] for c in _calls("/x", "y")]
+
+
+@pytest.mark.parametrize("case", CALL_IDS)
+def test_daemon_rejects_bad_arguments_as_invalid_value(
+    unchanged_host: SimulatedHost, case: str
+) -> None:
+    host = unchanged_host
+    root = host.dir
+    inv = discover(root)
+    rep = inv.representor_of(inv.pfs[0].vfs[0].address).name
+    before = host.kernel_state(inv.pfs[0].vfs[0].address)
+    link_before = privileged.get_link(rep)
+    _, call, field, value = next(c for c in _calls(root, rep) if c[0] == case)
+
+    with pytest.raises(InvalidValue) as exc:
+        call()
+    assert exc.value.field == field
+    assert exc.value.value == value
+    assert str(exc.value).startswith(f"invalid {field} {value!r}: ")
+    # Nothing was changed on the way.
+    assert host.kernel_state(inv.pfs[0].vfs[0].address) == before
+    assert privileged.get_link(rep) == link_before
+
+
+# -- links -----------------------------------------------------------------------------
+
+
+def test_set_link_rename_and_mtu_on_a_representor_and_back(host: SimulatedHost) -> None:
+    inv = discover(host.dir)
+    rep = inv.representor_of(inv.pfs[1].vfs[3].address).name
+    other = inv.representor_of(inv.pfs[1].vfs[2].address).name
+    original = privileged.get_link(rep)
+    assert original is not None and original["ifname"] == rep
+    assert (original["mtu"], original["up"]) == (1500, False)
+    new = f"sn{host.layout.sim_id}ren"
+
+    privileged.set_link(rep, up=True)
+    privileged.set_link(rep, new_name=new, mtu=9000, mac="fa:16:3e:00:99:01")
+    assert privileged.get_link(rep) is None
+    renamed = privileged.get_link(new)
+    assert renamed == {"ifname": new, "mac": "fa:16:3e:00:99:01", "mtu": 9000, "up": True}
+
+    # Renaming onto an existing link fails in the kernel and leaves both alone.
+    with pytest.raises(HostOperationError):
+        privileged.set_link(new, new_name=other)
+    assert privileged.get_link(new) == renamed
+    assert privileged.get_link(other) is not None
+
+    privileged.set_link(new, new_name=rep, mtu=1500, mac=original["mac"], up=False)
+    assert privileged.get_link(new) is None
+    assert privileged.get_link(rep) == original
+    # Discovery never depended on the name and still finds it.
+    assert discover(host.dir).representor_of(inv.pfs[1].vfs[3].address).name == rep
+
+
+def test_set_link_on_an_absent_link_is_not_found(privsep: Any) -> None:
+    with pytest.raises(NotFound, match="snv-absent0"):
+        privileged.set_link("snv-absent0", mtu=1500)
