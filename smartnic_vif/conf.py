@@ -92,6 +92,14 @@ OPTS: list[cfg.Opt] = [
         "<vhost socket path or '-'>. A non-zero exit fails the plug and undoes it.",
     ),
     cfg.FloatOpt("vendor_hook_timeout", default=30.0, min=0.1, help="Seconds the hook may run."),
+    cfg.MultiStrOpt(
+        "pci_device_spec",
+        default=[],
+        help="This host's Nova [pci] device_spec entries (JSON, one per line, as in "
+        "nova.conf; 'smartnic-vif pci-spec' prints them). The CLI selects VFs with "
+        "them (physical_network and trusted tags) and 'doctor' checks them against "
+        "the inventory.",
+    ),
     cfg.StrOpt(
         "vhostuser_socket_dir",
         default="/var/lib/vhost_sockets",

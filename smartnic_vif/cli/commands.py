@@ -32,8 +32,9 @@ def register(sub: Any) -> None:
     d.add_argument("--dir", required=True)
     d.set_defaults(handler=cmd_sim_destroy)
 
-    from smartnic_vif.cli import demo
+    from smartnic_vif.cli import demo, ports
 
+    ports.register(sub)
     demo.register(sub)
 
 

@@ -49,6 +49,10 @@ def in_netns(netns: str, fn: Callable[[], T]) -> T:
         except FileNotFoundError:
             error.append(_no_netns(netns))
             return
+        except OSError as e:
+            # EPERM without CAP_SYS_ADMIN, for one: say so, never lose it.
+            error.append(HostOperationError(f"cannot enter network namespace {netns}: {e}"))
+            return
         try:
             result.append(fn())
         except BaseException as e:

@@ -1,0 +1,458 @@
+"""Standalone port commands: attach, detach, status, reconcile, doctor, pci-spec.
+
+They do on one host, without Nova, what Nova and os-vif do together: select a
+VF by capability, claim it durably, build the VIF, plug it through this
+project's os-vif plugin and print the libvirt interface XML. The claim is a
+row in the state store written before the host is touched; the plugin then
+journals its plan and progress in the same row, so ``reconcile`` can finish
+or undo whatever a crash interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import uuid
+from typing import Any
+
+from oslo_config import cfg
+
+from smartnic_vif.cli import render
+from smartnic_vif.cli.main import EXIT_FAILED, EXIT_OK, UsageError, load_config
+from smartnic_vif.model import types
+from smartnic_vif.model.errors import InvalidValue
+
+VNIC_CHOICES = ("normal", "direct", "virtio-forwarder")
+CLAIM_RETRIES = 16
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("attach", help="select and claim a VF, plug the port, print libvirt XML")
+    p.add_argument("--port-id", required=True, help="Neutron port id (UUID)")
+    p.add_argument("--mac", required=True)
+    p.add_argument("--vnic-type", required=True, choices=VNIC_CHOICES)
+    p.add_argument("--instance-uuid", required=True)
+    p.add_argument("--bridge", help="OVS bridge (default: integration_bridge)")
+    p.add_argument("--physnet", help="physical network; omit for tunnelled networks")
+    p.add_argument("--mtu", type=int)
+    p.add_argument("--trusted", action="store_true", help="make the VF trusted")
+    p.add_argument("--vhost-path", help="vhost-user socket (virtio-forwarder; default "
+                   "<vhostuser_socket_dir>/vhu<port id> cut to 14 characters)")
+    p.add_argument("--vif-name", help="tap name of a normal port (default tap<port id>)")
+    p.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_attach)
+
+    p = sub.add_parser("detach", help="unplug a port and release its VF")
+    p.add_argument("--port-id", required=True)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_detach)
+
+    p = sub.add_parser("status", help="claims against OVS ports, relays and VF settings")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_status)
+
+    p = sub.add_parser("reconcile", help="finish or undo work a crash interrupted")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_reconcile)
+
+    p = sub.add_parser("doctor", help="check OVSDB, bridge, forwarder, VFs and device_spec")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_doctor)
+
+    p = sub.add_parser("pci-spec", help="Nova [pci] device_spec and alias lines for this host")
+    p.add_argument("--physnet-map", action="append", default=[], metavar="PF=PHYSNET",
+                   help="PF (PCI address or netdev) to physical network; PF= for tunnels only")
+    p.add_argument("--alias-name", default="smartnic-vf")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_pci_spec)
+
+
+# -- shared plumbing ------------------------------------------------------------
+class Session:
+    """Config, the plugin (with its host backend and state store), and os-vif."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        from smartnic_vif.host import privileged
+        from smartnic_vif.osvif.plugin import SmartNICPlugin
+
+        self.group = load_config(args)
+        privileged.start()
+        self.plugin = SmartNICPlugin(self.group)
+        self.host = self.plugin.host
+        self.store = self.plugin.store
+
+    def device_specs(self) -> list[Any] | None:
+        from smartnic_vif.decisions.devspec import parse_device_specs
+
+        lines = list(self.group.pci_device_spec or [])
+        return parse_device_specs(lines) if lines else None
+
+    def os_vif(self) -> Any:
+        import os_vif
+
+        os_vif.initialize()
+        return os_vif
+
+
+def _uuid(value: str, field: str) -> str:
+    try:
+        return str(uuid.UUID(value))
+    except (ValueError, AttributeError):
+        raise InvalidValue(field, value, "expected a UUID") from None
+
+
+def _port_dict(args: argparse.Namespace, group: Any, port_id: str, mac: str) -> dict[str, Any]:
+    details: dict[str, Any] = {
+        "bridge_name": types.ifname(args.bridge or group.integration_bridge, "--bridge"),
+        "datapath_type": group.default_datapath_type,
+        "port_filter": False,
+        "ovs_hybrid_plug": False,
+    }
+    if args.vnic_type == "virtio-forwarder":
+        path = args.vhost_path or os.path.join(group.vhostuser_socket_dir, ("vhu" + port_id)[:14])
+        if not os.path.isabs(path) or len(path.encode()) > 107 or "\0" in path:
+            raise InvalidValue("--vhost-path", path, "expected an absolute path, at most 107 bytes")
+        details.update(vhostuser_socket=path, vhostuser_mode="server", vhostuser_ovs_plug=True)
+    elif args.vhost_path:
+        raise UsageError("--vhost-path is only for --vnic-type virtio-forwarder")
+    profile: dict[str, Any] = {}
+    if args.vnic_type == "direct":
+        profile["capabilities"] = ["switchdev"]
+    if args.trusted:
+        profile["trusted"] = True
+    return {
+        "id": port_id,
+        "mac_address": mac,
+        "network_id": "standalone",
+        "binding:vnic_type": args.vnic_type,
+        "binding:vif_type": "ovs" if args.vnic_type == "normal" else "agilio_ovs",
+        "binding:vif_details": details,
+        "binding:profile": profile,
+        "status": "ACTIVE",
+    }
+
+
+def _network(args: argparse.Namespace) -> dict[str, Any]:
+    net: dict[str, Any] = {"id": "standalone"}
+    if args.physnet:
+        net.update({"provider:network_type": "vlan", "provider:physical_network": args.physnet})
+    else:
+        net["provider:network_type"] = "vxlan"
+    if args.mtu is not None:
+        net["mtu"] = types.mtu(args.mtu, "--mtu")
+    return net
+
+
+# -- attach / detach ---------------------------------------------------------------
+def cmd_attach(args: argparse.Namespace) -> int:
+    from smartnic_vif.decisions import libvirt_xml, selection, vif_builder
+    from smartnic_vif.decisions.pci_request import pci_request_for_port
+    from smartnic_vif.decisions.plug import port_from_vif
+    from smartnic_vif.host.state import VfAlreadyClaimed
+
+    # Validate everything before touching anything.
+    port_id = _uuid(args.port_id, "--port-id")
+    instance_uuid = _uuid(args.instance_uuid, "--instance-uuid")
+    mac = types.unicast_mac(args.mac, "--mac")
+    session = Session(args)
+    port = _port_dict(args, session.group, port_id, mac)
+    network = _network(args)
+    request = pci_request_for_port(port, network)
+    existing = session.store.get(port_id)
+    if existing is not None and existing.phase == "plugged" and not args.dry_run:
+        vif = _vif_from_record(existing)
+        return _print_attached(args, existing.vf_address, vif, libvirt_xml, note="already attached")
+
+    vf = None
+    for _ in range(CLAIM_RETRIES):
+        if request is not None:
+            vf = selection.select_vf(
+                session.host.inventory(), session.store.claims(), request,
+                session.device_specs(),
+            )
+        vif = vif_builder.build_vif(port, network=network, vf=vf, devname=args.vif_name)
+        if args.dry_run:
+            return _print_plan(args, session, vif, instance_uuid, vf)
+        try:
+            session.store.claim(
+                port_id, vf.address if vf else None, str(port_from_vif(
+                    vif, instance_uuid, session.plugin.options).mode),
+                {"vif": vif.obj_to_primitive(), "instance_uuid": instance_uuid},
+            )
+            break
+        except VfAlreadyClaimed:
+            continue  # another process took it between selection and claim
+    else:
+        raise InvalidValue("--port-id", port_id, "no VF could be claimed after retries")
+
+    osvif = session.os_vif()
+    instance = vif_builder.instance_info(instance_uuid, f"instance-{instance_uuid[:8]}")
+    try:
+        osvif.plug(vif, instance)
+    except Exception:
+        # The plugin undid its own steps; the claim must not outlive them.
+        record = session.store.get(port_id)
+        if record is not None and record.phase == "claimed":
+            session.store.release(port_id)
+        raise
+    if vf is None:
+        session.store.set_phase(port_id, "plugged")
+    return _print_attached(args, vf.address if vf else None, vif, libvirt_xml)
+
+
+def _print_plan(args: argparse.Namespace, session: Session, vif: Any, instance_uuid: str,
+                vf: Any) -> int:
+    from smartnic_vif.decisions.plug import port_from_vif
+
+    port = port_from_vif(vif, instance_uuid, session.plugin.options)
+    if vf is None:
+        text = (f"plug port {port.port_id} (normal mode): os-vif's ovs plugin adds "
+                f"{vif.vif_name} to {port.bridge} with the port's external_ids")
+        data: dict[str, Any] = {"action": "plug", "mode": "normal", "port_id": port.port_id,
+                                "steps": []}
+    else:
+        plan = session.plugin.plan_port(port)
+        text, data = plan.describe(), plan.to_dict()
+    if args.json:
+        render.emit_json({"dry_run": True, "plan": data})
+    else:
+        print(text)
+    return EXIT_OK
+
+
+def _vif_from_record(record: Any) -> Any:
+    from os_vif import objects
+    from os_vif.objects import base
+
+    objects.register_all()
+    import smartnic_vif.osvif.objects  # noqa: F401 - registers our profiles
+
+    return base.VersionedObject.obj_from_primitive(record.request["vif"])
+
+
+def _print_attached(args: argparse.Namespace, vf_address: str | None, vif: Any,
+                    libvirt_xml: Any, note: str = "attached") -> int:
+    xml = libvirt_xml.interface_for_vif(vif)
+    if args.json:
+        render.emit_json({"port_id": vif.id, "vf": vf_address, "status": note,
+                          "libvirt_xml": xml, "vif": vif.obj_to_primitive()})
+    else:
+        print(f"port {vif.id} {note}" + (f" on VF {vf_address}" if vf_address else ""))
+        print(xml)
+    return EXIT_OK
+
+
+def cmd_detach(args: argparse.Namespace) -> int:
+    from smartnic_vif.decisions import vif_builder
+
+    port_id = _uuid(args.port_id, "--port-id")
+    session = Session(args)
+    record = session.store.get(port_id)
+    if record is None:
+        result: dict[str, Any] = {"port_id": port_id, "status": "not attached"}
+    else:
+        vif = _vif_from_record(record)
+        instance = vif_builder.instance_info(
+            record.request["instance_uuid"], f"instance-{record.request['instance_uuid'][:8]}")
+        session.os_vif().unplug(vif, instance)
+        if session.store.get(port_id) is not None:
+            session.store.release(port_id)
+        result = {"port_id": port_id, "status": "detached", "vf": record.vf_address}
+    if args.json:
+        render.emit_json(result)
+    else:
+        print(f"port {port_id}: {result['status']}")
+    return EXIT_OK
+
+
+# -- status / reconcile ----------------------------------------------------------------
+def port_status(session: Session, record: Any) -> dict[str, Any]:
+    """One claim checked against the host; ``drift`` lists what disagrees."""
+    vif = _vif_from_record(record) if "vif" in record.request else None
+    mac = str(vif.address) if vif is not None else record.request.get("mac")
+    drift: list[str] = []
+    ovs_ports = session.host.ovsdb.find_ports_by_iface_id(record.port_id)
+    info: dict[str, Any] = {
+        "port_id": record.port_id, "vf": record.vf_address, "mode": record.mode,
+        "phase": record.phase, "done_steps": record.done_steps,
+        "ovs_ports": [p.name for p in ovs_ports],
+    }
+    if record.phase == "plugged":
+        if len(ovs_ports) != 1:
+            drift.append(f"expected one OVS port with iface-id {record.port_id}, "
+                         f"found {len(ovs_ports)}")
+        elif ovs_ports[0].external_ids.get("attached-mac") != mac:
+            drift.append(f"OVS attached-mac {ovs_ports[0].external_ids.get('attached-mac')} "
+                         f"is not the port MAC {mac}")
+    else:
+        drift.append(f"interrupted in phase {record.phase}: run reconcile")
+    if record.vf_address and record.phase == "plugged":
+        settings = session.host.vf_settings(record.vf_address)
+        info["vf_mac"] = settings.get("mac")
+        if settings.get("mac") != mac:
+            drift.append(f"VF MAC is {settings.get('mac')}, expected {mac}")
+        driver = session.host.vf_driver(record.vf_address)
+        info["vf_driver"] = driver
+        if record.mode == "forwarder":
+            path = getattr(vif, "path", None)
+            paired = session.host.forwarder.query_pci(path) if path else None
+            info["relay"] = str(paired) if paired else None
+            if paired is None or str(paired) != record.vf_address:
+                drift.append(f"no virtio-forwarder relay pairs {record.vf_address} with {path}")
+            if driver != session.group.vfio_driver:
+                drift.append(f"VF driver is {driver}, expected {session.group.vfio_driver}")
+    info["drift"] = drift
+    return info
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    session = Session(args)
+    ports = [port_status(session, r) for r in session.store.all()]
+    if args.json:
+        render.emit_json({"ports": ports, "drift": any(p["drift"] for p in ports)})
+    else:
+        render.table(("PORT", "MODE", "VF", "PHASE", "OVS PORT", "DRIFT"),
+                     [(p["port_id"], p["mode"], p["vf"], p["phase"],
+                       ",".join(p["ovs_ports"]) or None, "; ".join(p["drift"]) or "none")
+                      for p in ports])
+    return EXIT_FAILED if any(p["drift"] for p in ports) else EXIT_OK
+
+
+def cmd_reconcile(args: argparse.Namespace) -> int:
+    session = Session(args)
+    actions = []
+    for record in session.store.all():
+        if record.phase == "plugged":
+            continue
+        if record.vf_address is None:
+            # A normal port whose attach died: unplug whatever os-vif made.
+            from smartnic_vif.decisions import vif_builder
+
+            vif = _vif_from_record(record)
+            session.os_vif().unplug(vif, vif_builder.instance_info(
+                record.request["instance_uuid"], "reconcile"))
+            session.store.release(record.port_id)
+            what = "unplugged an interrupted normal attach"
+        else:
+            what = session.plugin.recover(record.port_id)
+        actions.append({"port_id": record.port_id, "vf": record.vf_address, "action": what})
+    if args.json:
+        render.emit_json({"actions": actions})
+    else:
+        for a in actions:
+            print(f"port {a['port_id']} (VF {a['vf'] or '-'}): {a['action']}")
+        if not actions:
+            print("nothing to reconcile")
+    return EXIT_OK
+
+
+# -- doctor / pci-spec --------------------------------------------------------------------
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from smartnic_vif.decisions.devspec import first_match
+    from smartnic_vif.host.discovery import discover
+
+    group = load_config(args)
+    checks: list[dict[str, Any]] = []
+
+    def check(name: str, ok: bool, detail: str, fix: str) -> None:
+        # A passing check has no fix to suggest.
+        checks.append({"check": name, "ok": ok, "detail": detail, "fix": None if ok else fix})
+
+    inventory = None
+    try:
+        inventory = discover(group.sysfs_root)
+        switchdev = [pf for pf in inventory.pfs if pf.switchdev]
+        check("sysfs", True, f"{len(inventory.pfs)} SR-IOV PFs under {group.sysfs_root}", "")
+        check("switchdev", bool(switchdev), f"{len(switchdev)} PFs in switchdev mode",
+              "devlink dev eswitch set pci/<PF> mode switchdev")
+        missing = [vf.address for pf in switchdev for vf in pf.vfs if vf.representor is None]
+        check("representors", not missing,
+              "every switchdev VF has a representor" if not missing
+              else f"no representor for {', '.join(missing)}",
+              "create the VFs after switching to switchdev (echo N > sriov_numvfs)")
+    except Exception as e:
+        check("sysfs", False, str(e),
+              f"set sysfs_root (now {group.sysfs_root}) in [os_vif_smartnic]")
+    from smartnic_vif.host.ovsdb import OvsdbClient
+
+    try:
+        client = OvsdbClient(group.ovsdb_connection, min(group.ovsdb_timeout, 5))
+        dp = client.bridge_datapath_type(group.integration_bridge)
+        check("ovsdb", True, f"connected to {group.ovsdb_connection}", "")
+        check("bridge", dp is not None, f"{group.integration_bridge}: datapath_type {dp!r}",
+              f"start the Neutron OVS agent or: ovs-vsctl add-br {group.integration_bridge}")
+    except Exception as e:
+        check("ovsdb", False, str(e),
+              f"start ovsdb-server or fix ovsdb_connection (now {group.ovsdb_connection})")
+    from smartnic_vif.host.forwarder.client import ForwarderClient
+
+    try:
+        with ForwarderClient(group.forwarder_port_control_endpoint, group.forwarder_stats_endpoint,
+                             min(group.forwarder_timeout, 2.0)) as fwd:
+            relays = fwd.stats()
+        check("forwarder", True, f"virtio-forwarder answers, {len(relays)} relays", "")
+    except Exception as e:
+        check("forwarder", False, str(e),
+              "start virtio-forwarder with dynamic sockets, or fix forwarder_*_endpoint "
+              "(only needed for virtio-forwarder ports)")
+    specs_text = list(group.pci_device_spec or [])
+    if inventory is not None and specs_text:
+        from smartnic_vif.decisions.devspec import parse_device_specs
+
+        try:
+            specs = parse_device_specs(specs_text)
+            vfs = [vf for pf in inventory.pfs if pf.switchdev for vf in pf.vfs]
+            unmatched = [vf.address for vf in vfs if first_match(specs, vf, inventory) is None]
+            check("device_spec", not unmatched,
+                  f"{len(vfs) - len(unmatched)}/{len(vfs)} switchdev VFs match pci_device_spec",
+                  "regenerate with 'smartnic-vif pci-spec' and put it in nova.conf and here")
+        except Exception as e:
+            check("device_spec", False, str(e), "fix pci_device_spec (Nova's JSON format)")
+    elif inventory is not None:
+        check("device_spec", False, "pci_device_spec is not set",
+              "set it to the lines 'smartnic-vif pci-spec --physnet-map PF=PHYSNET' prints")
+    if args.json:
+        render.emit_json({"checks": checks, "ok": all(c["ok"] for c in checks)})
+    else:
+        for c in checks:
+            print(f"[{'ok' if c['ok'] else 'FAIL'}] {c['check']}: {c['detail']}")
+            if not c["ok"]:
+                print(f"       fix: {c['fix']}")
+    return EXIT_OK if all(c["ok"] for c in checks) else EXIT_FAILED
+
+
+def cmd_pci_spec(args: argparse.Namespace) -> int:
+    from smartnic_vif.decisions.devspec import (
+        device_spec_lines,
+        generate_alias,
+        generate_device_specs,
+    )
+    from smartnic_vif.host.discovery import discover
+
+    group = load_config(args)
+    physnets: dict[str, str | None] = {}
+    for item in args.physnet_map:
+        pf, sep, physnet = item.partition("=")
+        if not sep or not pf:
+            raise UsageError(f"--physnet-map {item!r}: expected PF=PHYSNET")
+        physnets[pf] = physnet or None
+    inventory = discover(group.sysfs_root)
+    if not physnets:
+        physnets = {pf.address: None for pf in inventory.pfs if pf.switchdev}
+    specs = generate_device_specs(inventory, physnets)
+    aliases = generate_alias(inventory, args.alias_name)
+    if args.json:
+        render.emit_json({"device_spec": specs, "alias": aliases})
+        return EXIT_OK
+    print("[pci]")
+    for line in device_spec_lines(specs):
+        print(f"device_spec = {line}")
+    for alias in aliases:
+        import json
+
+        print(f"alias = {json.dumps(alias, sort_keys=True)}")
+    return EXIT_OK
+
+
+__all__ = ["register", "port_status", "Session", "cfg"]
