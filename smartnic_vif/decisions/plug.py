@@ -224,7 +224,10 @@ def plan_plug(
         Step(
             f"set representor {name} MTU {port.mtu} and up",
             Operation("set_link", {"ifname": name, "mtu": port.mtu, "up": True}),
-            Operation("set_link", {"ifname": name, "mtu": rep.mtu, "up": rep.up}),
+            # or_name: an undo repeated after the rename's undo (an unplug
+            # finishing a partial one) finds the representor by its old name.
+            Operation("set_link", {"ifname": name, "mtu": rep.mtu, "up": rep.up,
+                                   **({"or_name": rep.name} if name != rep.name else {})}),
         )
     )
     steps.append(

@@ -17,7 +17,7 @@ from typing import Any
 
 from smartnic_vif.decisions.plug import LinkState, VfSnapshot
 from smartnic_vif.host import discovery, hook, kernel, privileged
-from smartnic_vif.host.forwarder.client import ForwarderClient
+from smartnic_vif.host.forwarder.client import ForwarderClient, ForwarderTimeout
 from smartnic_vif.host.ovsdb import OvsdbClient
 from smartnic_vif.model import types
 from smartnic_vif.model.errors import HostOperationError, NotFound
@@ -141,7 +141,18 @@ class Host:
             return
         privileged.set_link(ifname, new_name=new_name)
 
-    def set_link(self, ifname: str, mtu: int | None = None, up: bool | None = None) -> None:
+    def set_link(
+        self, ifname: str, mtu: int | None = None, up: bool | None = None,
+        or_name: str | None = None,
+    ) -> None:
+        """Set MTU/state of ``ifname``, or of ``or_name`` when only that exists
+        (the same device before a rename, or after the rename was undone)."""
+        if (
+            or_name is not None
+            and privileged.get_link(ifname) is None
+            and privileged.get_link(or_name) is not None
+        ):
+            ifname = or_name
         privileged.set_link(ifname, mtu=mtu, up=up)
 
     def ensure_bridge(self, bridge: str, datapath_type: str) -> None:
@@ -156,7 +167,16 @@ class Host:
         self.ovsdb.delete_port(port)
 
     def forwarder_add(self, vf_address: str, vhost_path: str) -> None:
-        self.forwarder.add_sock(vf_address, vhost_path)
+        try:
+            self.forwarder.add_sock(vf_address, vhost_path)
+        except ForwarderTimeout:
+            # No answer does not mean not done: the daemon may have made the
+            # relay and lost the reply. The executor undoes only completed
+            # steps, so withdraw exactly this pair (both keys: never another
+            # port's relay) before reporting the failure.
+            with contextlib.suppress(HostOperationError):
+                self.forwarder.remove_sock(vf_address, vhost_path)
+            raise
 
     def forwarder_remove(self, vf_address: str, vhost_path: str | None) -> None:
         self.forwarder.remove_sock(vf_address, vhost_path)

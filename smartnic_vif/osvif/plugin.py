@@ -20,6 +20,8 @@ plug/unplug per mode:
 from __future__ import annotations
 
 import logging
+import os
+import signal
 from typing import Any
 
 from os_vif import exception as osv_exception
@@ -75,6 +77,7 @@ class SmartNICPlugin(plugin.PluginBase):
             default_datapath_type=self.config.default_datapath_type,
             vfio_driver=self.config.vfio_driver,
             hook=bool(self.config.vendor_hook),
+            default_bridge=self.config.integration_bridge,
         )
 
     def describe(self) -> objects.host_info.HostPluginInfo:
@@ -158,10 +161,9 @@ class SmartNICPlugin(plugin.PluginBase):
                 self.store.release(port.port_id)
                 raise
             self.store.set_plan(port.port_id, plan, "plugging")
+            _failpoint(0)
             try:
-                executor.execute(
-                    plan, self.host, on_progress=lambda n: self.store.set_progress(port.port_id, n)
-                )
+                executor.execute(plan, self.host, on_progress=lambda n: self._progress(port, n))
             except PlanStepFailed as e:
                 if e.undo_errors:
                     # Leave the journal so that reconcile (or the next unplug)
@@ -179,6 +181,14 @@ class SmartNICPlugin(plugin.PluginBase):
             if record is None or record.plan is None:
                 if record is not None:
                     self.store.release(port.port_id)
+                owner = self.store.by_vf(port.vf_address)
+                if owner is not None:
+                    # Another port holds the VF now (Nova cleaning up a VIF
+                    # that failed to plug, or one from before a move): its
+                    # MAC, driver, relay and OVS port are not ours to reset.
+                    LOG.info("unplug of port %s: VF %s belongs to port %s; nothing to undo",
+                             port.port_id, port.vf_address, owner.port_id)
+                    return
                 # No journal (state lost, or never plugged here): remove what
                 # the VIF names; everything absent counts as done.
                 plan = decide.plan_unplug_unrecorded(port, self.host.inventory(), self.options)
@@ -192,6 +202,34 @@ class SmartNICPlugin(plugin.PluginBase):
                 for step in unplug.steps:
                     if step.do.args.get("phase") == "post-unplug":
                         executor.call(self.host, step.do)
+
+    def _progress(self, port: decide.PortRequest, done: int) -> None:
+        self.store.set_progress(port.port_id, done)
+        _failpoint(done)
+
+    def recover(self, port_id: str) -> str:
+        """After a crash: undo a half-done plug or finish a half-done unplug
+        of ``port_id``; a plugged port is left alone. Says what it did."""
+        record = self.store.get(port_id)
+        if record is None:
+            return "no record"
+        if record.vf_address is None:
+            return f"{record.phase} (normal port, nothing to recover)"
+        with self.host.vf_lock(record.vf_address):
+            record = self.store.get(port_id)  # what it is now, under the lock
+            if record is None:
+                return "no record"
+            if record.phase == "plugged":
+                return "plugged"
+            if record.plan is None:
+                self.store.release(port_id)
+                return "released a claim whose plug never touched the host"
+            # A crash between a step and its progress write leaves that step
+            # unrecorded; every undo is safe on a step that was not done, so
+            # undo one step more than recorded.
+            upto = min(record.done_steps + 1, len(record.plan.steps))
+            self._undo(record.plan, upto, port_id)
+            return f"undid {upto} step(s) of an interrupted {record.phase[:-3]}"
 
     def _undo(self, plan: Plan, done_steps: int, port_id: str) -> None:
         self.store.set_phase(port_id, "unplugging")
@@ -220,7 +258,10 @@ class SmartNICPlugin(plugin.PluginBase):
         existing = self.host.ovsdb.bridge_datapath_type(port.bridge)
         pinned = vif.obj_clone()
         profile = pinned.port_profile if pinned.obj_attr_is_set("port_profile") else None
-        if profile is not None and hasattr(profile, "datapath_type"):
+        # "in fields", not hasattr(): reading an unset field of a versioned
+        # object raises NotImplementedError, and Nova leaves datapath_type
+        # unset when Neutron sends none.
+        if profile is not None and "datapath_type" in profile.fields:
             profile.datapath_type = existing or self.config.default_datapath_type
         return pinned
 
@@ -229,6 +270,14 @@ class SmartNICPlugin(plugin.PluginBase):
 
     def _unplug_normal(self, vif: Any, instance_info: Any, port: decide.PortRequest) -> None:
         self.ovs_plugin.unplug(self._pinned(vif, port), instance_info)
+
+
+def _failpoint(done_steps: int) -> None:
+    """Crash-consistency tests kill the process after a given step (never set
+    in production): SMARTNIC_VIF_TEST_KILL_AFTER_STEP=N."""
+    kill_after = os.environ.get("SMARTNIC_VIF_TEST_KILL_AFTER_STEP")
+    if kill_after is not None and kill_after == str(done_steps):
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 class AgilioOvsPlugin(SmartNICPlugin):
