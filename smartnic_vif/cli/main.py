@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from os_vif import exception as os_vif_exception
 from oslo_config import cfg
 
 from smartnic_vif import conf
@@ -34,7 +35,8 @@ def load_config(args: argparse.Namespace) -> Any:
     for f in files:
         if not os.path.isfile(f):
             raise UsageError(f"--config-file {f}: no such file")
-    cfg.CONF.reset()
+    # No CONF.reset(): it would also wipe the capability defaults that
+    # oslo.privsep set, and the forked helper would start with none.
     try:
         conf.register(cfg.CONF)
     except cfg.DuplicateOptError:
@@ -64,21 +66,52 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _quiet_runtime() -> None:
+    """The CLI is its own process: pick oslo.service's threading backend before
+    os-vif's imports pick eventlet (deprecated), and keep eventlet's
+    deprecation banner off an operator's terminal."""
+    import warnings
+
+    import oslo_service.backend as oslo_service_backend
+
+    oslo_service_backend.register_backend_default_hook(
+        lambda: oslo_service_backend.BackendType.THREADING
+    )
+    warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
+
+
+def _root_cause(error: BaseException) -> BaseException:
+    """os-vif wraps our error (twice, with the whole VIF in each message):
+    show the first error of ours in the chain, which names the step and cause."""
+    seen = error
+    while seen is not None:
+        if isinstance(seen, SmartNICError):
+            return seen
+        seen = seen.__cause__ or seen.__context__  # type: ignore[assignment]
+    return error
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    _quiet_runtime()
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    if not args.verbose:
+        # os-vif logs a failed plug with its traceback; the CLI prints the
+        # cause itself, once.
+        for name in ("os_vif", "smartnic_vif.host.executor"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
         return handler(args)
     except (UsageError, InvalidValue) as e:
         print(f"smartnic-vif {args.command}: {e}", file=sys.stderr)
         return EXIT_USAGE
-    except (SmartNICError, OSError, RuntimeError) as e:
-        print(f"smartnic-vif {args.command}: {e}", file=sys.stderr)
+    except (SmartNICError, OSError, RuntimeError, os_vif_exception.ExceptionBase) as e:
+        print(f"smartnic-vif {args.command}: {_root_cause(e)}", file=sys.stderr)
         return EXIT_FAILED
 
 

@@ -124,7 +124,7 @@ def _port_dict(args: argparse.Namespace, group: Any, port_id: str, mac: str) -> 
     return {
         "id": port_id,
         "mac_address": mac,
-        "network_id": "standalone",
+        "network_id": _network_id(args),
         "binding:vnic_type": args.vnic_type,
         "binding:vif_type": "ovs" if args.vnic_type == "normal" else "agilio_ovs",
         "binding:vif_details": details,
@@ -133,8 +133,14 @@ def _port_dict(args: argparse.Namespace, group: Any, port_id: str, mac: str) -> 
     }
 
 
+def _network_id(args: argparse.Namespace) -> str:
+    # Standalone ports have no Neutron network: one stable id per physnet
+    # (or for all tunnelled ports) keeps the VIFs Nova-shaped.
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"smartnic-vif:{args.physnet or 'tunnel'}"))
+
+
 def _network(args: argparse.Namespace) -> dict[str, Any]:
-    net: dict[str, Any] = {"id": "standalone"}
+    net: dict[str, Any] = {"id": _network_id(args)}
     if args.physnet:
         net.update({"provider:network_type": "vlan", "provider:physical_network": args.physnet})
     else:
