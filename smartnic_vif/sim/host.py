@@ -52,11 +52,15 @@ def _mac(prefix: int, a: int, b: int, c: int) -> str:
     return f"02:{prefix:02x}:{a:02x}:{b:02x}:{c >> 8:02x}:{c & 0xFF:02x}"
 
 
-def _ip_batch(commands: list[str]) -> None:
+def _ip_batch(commands: list[str], force: bool = False) -> None:
+    """Run ``ip -batch``; it stops at the first failing line unless ``force``."""
     if not commands:
         return
     proc = subprocess.run(  # noqa: S603 - fixed argv, batch text on stdin, no shell
-        [IP, "-batch", "-"], input="\n".join(commands) + "\n", text=True, capture_output=True
+        [IP, *(["-force"] if force else []), "-batch", "-"],
+        input="\n".join(commands) + "\n",
+        text=True,
+        capture_output=True,
     )
     if proc.returncode != 0:
         raise SimulatorError(f"ip -batch failed: {proc.stderr.strip()}")
@@ -499,11 +503,23 @@ class SimulatedHost:
             errors.append(f"stopping OVS: {e}")
         cmds = [f"link del {name}" for name in self.existing_links()]
         cmds += [f"netns del {ns}" for ns in self.existing_namespaces()]
+        left: list[str] = []
         try:
-            _ip_batch(cmds)
+            # -force: one failing line must not skip the rest.
+            _ip_batch(cmds, force=True)
         except SimulatorError as e:
-            errors.append(str(e))
-        if os.path.exists(os.path.join(lay.dir, MANIFEST)):
+            # A link may go by itself meanwhile (a deleted namespace takes
+            # its veth peers along, asynchronously): only what is still
+            # there after a moment is an error, and then the directory (with
+            # the manifest) stays so destroy can be run again.
+            deadline = time.monotonic() + 2
+            while (left := self.existing_links() + self.existing_namespaces()) and (
+                time.monotonic() < deadline
+            ):
+                time.sleep(0.05)
+            if left:
+                errors.append(f"{e} (still present: {', '.join(left)})")
+        if os.path.exists(os.path.join(lay.dir, MANIFEST)) and not left:
             shutil.rmtree(lay.dir, ignore_errors=True)
         if errors:
             raise SimulatorError("; ".join(errors))

@@ -336,6 +336,19 @@ def test_destroy_after_the_forwarder_was_killed(sim_host: SimFactory) -> None:
     assert_nothing_left(host.layout.sim_id, host.dir, [pid])
 
 
+def test_destroy_right_after_vf_namespaces_vanished(sim_host: SimFactory) -> None:
+    # Deleting a namespace takes the veth peers in it along, asynchronously:
+    # destroy lists a representor that is gone by the time it deletes it. That
+    # must neither stop the teardown halfway nor be reported as a failure.
+    host = sim_host(pfs=2, vfs_per_pf=4)
+    inv = discover(host.dir)
+    victims = [inv.pfs[0].vfs[3], inv.pfs[1].vfs[0]]
+    for vf in victims:
+        run(IP, "netns", "del", host.vf_namespace(vf.address)).check_returncode()
+    host.destroy()
+    assert_nothing_left(host.layout.sim_id, host.dir, [])
+
+
 def test_load_and_destroy_from_a_new_process(sim_host: SimFactory) -> None:
     host = sim_host(pfs=2, vfs_per_pf=2, with_ovs=True, with_forwarder=True)
     pids = list(host.processes().values())
