@@ -73,7 +73,7 @@ def unicast_mac(value: object, field: str = "mac") -> str:
 
 
 def ifname(value: object, field: str = "ifname") -> str:
-    if not isinstance(value, str) or value in (".", "..") or not _IFNAME_RE.match(value):
+    if not isinstance(value, str) or value in (".", "..") or not _IFNAME_RE.fullmatch(value):
         raise InvalidValue(
             field, value, "expected 1-15 characters of letters, digits and _-.@+"
         )
@@ -81,7 +81,7 @@ def ifname(value: object, field: str = "ifname") -> str:
 
 
 def driver_name(value: object, field: str = "driver") -> str:
-    if not isinstance(value, str) or not _DRIVER_RE.match(value):
+    if not isinstance(value, str) or not _DRIVER_RE.fullmatch(value):
         raise InvalidValue(field, value, "expected a kernel driver name such as vfio-pci")
     return value
 
