@@ -142,7 +142,7 @@ class PortSpec:
                 )
         if self.interface_type is not None and (
             not isinstance(self.interface_type, str)
-            or not _IFACE_TYPE_RE.match(self.interface_type)
+            or not _IFACE_TYPE_RE.fullmatch(self.interface_type)
         ):
             raise InvalidValue("interface_type", self.interface_type, "expected e.g. internal")
         options = None
@@ -186,7 +186,7 @@ def _plain_string(value: object, fname: str) -> str:
 
 
 def _datapath_type(value: object) -> str:
-    if not isinstance(value, str) or not _DATAPATH_TYPE_RE.match(value):
+    if not isinstance(value, str) or not _DATAPATH_TYPE_RE.fullmatch(value):
         raise InvalidValue("datapath_type", value, "expected e.g. system or netdev")
     return value
 
