@@ -1,0 +1,754 @@
+"""The os-vif plugin driven by os-vif itself on the simulated SmartNIC host.
+
+Everything goes through ``os_vif.plug``/``os_vif.unplug`` with the plugins
+os-vif loaded from the entry points, against the simulated host's real private
+OVS, its veth representors, its simulated kernel (VF settings, driver binding)
+and its virtio-forwarder simulator process. Each test compares the host with a
+snapshot taken before it plugged anything: plug/unplug, failed plugs included,
+must leave the host exactly as they found it.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import json
+import os
+import secrets
+import shutil
+import stat
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import os_vif
+import pytest
+from os_vif import exception as osv_exception
+from os_vif import objects as osv
+from oslo_versionedobjects import base as ovo_base
+from pyroute2 import IPRoute
+
+from smartnic_vif.host import privileged
+from smartnic_vif.host.forwarder.client import ForwarderClient
+from smartnic_vif.model.inventory import VirtualFunction
+from smartnic_vif.osvif.objects import VIFPortProfileForwarder, VIFPortProfilePassthrough
+from smartnic_vif.sim.forwarder import ForwarderSimulator
+from smartnic_vif.sim.host import stop_pid
+from smartnic_vif.sim.ovs import PrivateOVS
+from tests.fixtures.plugin import PluginEnv, new_port_id, short_tmpdir
+
+pytestmark = pytest.mark.root
+osv.register_all()
+
+NET_MTU = 1450
+_MAC_PREFIX = secrets.randbelow(256)
+_macs = itertools.count(1)
+INSTANCE = osv.instance_info.InstanceInfo(uuid="6f4c1a52-8a43-4bb5-9f4e-3d2b1c0a9e77", name="vm1")
+
+
+def new_mac() -> str:
+    n = next(_macs)
+    return f"fa:16:3e:{_MAC_PREFIX:02x}:{n >> 8 & 0xFF:02x}:{n & 0xFF:02x}"
+
+
+def devname(port_id: str) -> str:
+    return ("tap" + port_id)[:14]
+
+
+def network(bridge: str = "br-int", mtu: int = NET_MTU) -> Any:
+    return osv.network.Network(id="0e6c3f43-7b0b-4b1e-a2b2-1c7f1c2d9a10", bridge=bridge, mtu=mtu)
+
+
+def passthrough_vif(
+    vf: VirtualFunction,
+    port_id: str | None = None,
+    *,
+    rename: bool = True,
+    trusted: bool = False,
+    spoofchk: bool = True,
+) -> Any:
+    port_id = port_id or new_port_id()
+    profile = VIFPortProfilePassthrough(
+        interface_id=port_id, representor_address=vf.address, trusted=trusted, spoofchk=spoofchk
+    )
+    if rename:
+        profile.representor_name = devname(port_id)
+    return osv.vif.VIFHostDevice(
+        id=port_id, address=new_mac(), network=network(), plugin="smartnic",
+        vif_name=devname(port_id), dev_type="ethernet", dev_address=vf.address,
+        port_profile=profile,
+    )
+
+
+def forwarder_vif(
+    env: PluginEnv, vf: VirtualFunction, port_id: str | None = None, *, rename: bool = True
+) -> Any:
+    port_id = port_id or new_port_id()
+    profile = VIFPortProfileForwarder(interface_id=port_id, representor_address=vf.address)
+    if rename:
+        profile.representor_name = devname(port_id)
+    return osv.vif.VIFVHostUser(
+        id=port_id, address=new_mac(), network=network(), plugin="smartnic",
+        vif_name=devname(port_id), mode="server",
+        path=os.path.join(env.sim.layout.vhost_dir, ("vhu" + port_id)[:14]),
+        port_profile=profile,
+    )
+
+
+def make_vif(env: PluginEnv, mode: str, vf: VirtualFunction, **kwargs: Any) -> Any:
+    if mode == "passthrough":
+        return passthrough_vif(vf, **kwargs)
+    return forwarder_vif(env, vf, **kwargs)
+
+
+def port_name(vif: Any, vf: VirtualFunction) -> str:
+    name = vif.port_profile.representor_name if "representor_name" in vif.port_profile else None
+    assert vf.representor is not None
+    return name or vf.representor.name
+
+
+def link(name: str) -> tuple[int, bool] | None:
+    with IPRoute() as ipr:
+        msgs = ipr.get_links(ifname=name) if ipr.link_lookup(ifname=name) else []
+    if not msgs:
+        return None
+    return msgs[0].get_attr("IFLA_MTU"), bool(msgs[0]["flags"] & 1)
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 3.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def assert_plugged(env: PluginEnv, vif: Any, vf: VirtualFunction, mode: str) -> None:
+    """Everything a plugged passthrough/forwarder port must show on the host."""
+    assert vf.representor is not None
+    name = port_name(vif, vf)
+    ports = env.ovs.find_ports_by_iface_id(vif.port_profile.interface_id)
+    assert [p.name for p in ports] == [name]
+    port = ports[0]
+    assert port.bridge == "br-int"
+    assert port.external_ids == {
+        "iface-id": vif.port_profile.interface_id,
+        "iface-status": "active",
+        "attached-mac": vif.address,
+        "vm-uuid": INSTANCE.uuid,
+    }
+    assert port.mtu_request == NET_MTU
+    # ovs-vswitchd really opened the (renamed) representor.
+    assert wait_for(lambda: (env.ovs.get_port(name).ofport or -1) > 0)  # type: ignore[union-attr]
+    assert env.ovs.get_port(name).error is None  # type: ignore[union-attr]
+    # The representor carries the wished name, the network's MTU and is up.
+    assert link(name) == (NET_MTU, True)
+    if name != vf.representor.name:
+        assert link(vf.representor.name) is None
+    settings = env.vf_settings(vf.address)
+    assert settings["mac"] == vif.address
+    assert settings["vlan"] == 0
+    if mode == "forwarder":
+        assert env.vf_driver(vf.address) == "vfio-pci"
+        assert (vf.address, vif.path) in env.relay_pairs()
+    else:
+        assert env.vf_driver(vf.address) == "nfp"
+        assert vf.address not in [d for d, _ in env.relay_pairs()]
+    record = env.store().get(vif.port_profile.interface_id)
+    assert record is not None and record.phase == "plugged" and record.vf_address == vf.address
+
+
+def assert_plug_fails(vif: Any, *fragments: str) -> str:
+    with pytest.raises(osv_exception.PlugException) as excinfo:
+        os_vif.plug(vif, INSTANCE)
+    message = str(excinfo.value)
+    for fragment in fragments:
+        assert fragment in message, f"{fragment!r} not in {message!r}"
+    return message
+
+
+@pytest.fixture
+def env(plugin_env: PluginEnv) -> Iterator[PluginEnv]:
+    """The shared host; the test must leave it as it found it."""
+    before = plugin_env.snapshot()
+    yield plugin_env
+    assert plugin_env.snapshot() == before, "the test left the simulated host changed"
+
+
+@pytest.fixture
+def hook_dir() -> Iterator[str]:
+    path = short_tmpdir()
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def write_hook(directory: str, body: str) -> str:
+    path = os.path.join(directory, "hook.sh")
+    with open(path, "w") as f:
+        f.write("#!/bin/sh\n" + body)
+    os.chmod(path, stat.S_IRWXU)
+    return path
+
+
+# -- each mode, plug and unplug ------------------------------------------------------
+
+
+def test_passthrough_plug_sets_everything_and_unplug_restores_the_snapshot(
+    env: PluginEnv,
+) -> None:
+    vf = env.vf(0, 3)
+    # Give the VF settings unlike the plug's, so that restoring is visible.
+    privileged.set_vf(env.sim.dir, "simulated", vf.pf_address, vf.index, {"vlan": 7})
+    try:
+        before = env.snapshot()
+        vif = passthrough_vif(vf, trusted=True, spoofchk=False)
+
+        os_vif.plug(vif, INSTANCE)
+
+        assert_plugged(env, vif, vf, "passthrough")
+        settings = env.vf_settings(vf.address)
+        assert (settings["trust"], settings["spoofchk"]) == (True, False)
+        assert env.relay_pairs() == before["relays"]
+
+        os_vif.unplug(vif, INSTANCE)
+
+        assert env.snapshot() == before
+        assert env.vf_settings(vf.address)["vlan"] == 7
+        assert env.store().get(vif.port_profile.interface_id) is None
+    finally:
+        privileged.set_vf(env.sim.dir, "simulated", vf.pf_address, vf.index, {"vlan": 0})
+
+
+def test_forwarder_plug_relays_the_vf_and_unplug_restores_the_snapshot(env: PluginEnv) -> None:
+    vf = env.vf(1, 2)
+    before = env.snapshot()
+    vif = forwarder_vif(env, vf)
+
+    os_vif.plug(vif, INSTANCE)
+
+    assert_plugged(env, vif, vf, "forwarder")
+    assert env.relay_pairs() == sorted([*before["relays"], (vf.address, vif.path)])
+
+    os_vif.unplug(vif, INSTANCE)
+
+    assert env.snapshot() == before
+    assert env.vf_driver(vf.address) == "nfp"
+
+
+@pytest.mark.parametrize("mode", ["passthrough", "forwarder"])
+def test_representor_keeps_its_name_when_none_is_wished(env: PluginEnv, mode: str) -> None:
+    vf = env.vf(0, 4)
+    assert vf.representor is not None
+    before = env.snapshot()
+    vif = make_vif(env, mode, vf, rename=False)
+
+    os_vif.plug(vif, INSTANCE)
+
+    assert_plugged(env, vif, vf, mode)
+    assert port_name(vif, vf) == vf.representor.name
+    os_vif.unplug(vif, INSTANCE)
+    assert env.snapshot() == before
+
+
+def test_plug_creates_a_missing_bridge_with_the_configured_datapath_type(
+    env: PluginEnv,
+) -> None:
+    bridge = "br-snv-new"
+    assert env.ovs.bridge_datapath_type(bridge) is None
+    vf = env.vf(0, 5)
+    vif = passthrough_vif(vf)
+    vif.network.bridge = bridge
+    try:
+        os_vif.plug(vif, INSTANCE)
+
+        # The simulated host's config sets default_datapath_type = netdev.
+        assert env.ovs.bridge_datapath_type(bridge) == "netdev"
+        (port,) = env.ovs.find_ports_by_iface_id(vif.port_profile.interface_id)
+        assert (port.name, port.bridge) == (devname(vif.id), bridge)
+
+        os_vif.unplug(vif, INSTANCE)
+
+        assert env.ovs.list_ports(bridge) == []
+    finally:
+        env.ovs.delete_bridge(bridge)
+
+
+# -- normal ports: os-vif's stock ovs plugin does the work ---------------------------
+
+
+@pytest.fixture
+def tap() -> Iterator[str]:
+    """A tap-like device for a normal port (a veth; the peer is never used)."""
+    name = devname(new_port_id())
+    with IPRoute() as ipr:
+        ipr.link("add", ifname=name, kind="veth", peer=name[:-1] + "p")
+    yield name
+    with IPRoute() as ipr:
+        if ipr.link_lookup(ifname=name):
+            ipr.link("del", ifname=name)
+
+
+def normal_vif(tap_name: str, bridge: str = "br-int", datapath_type: str | None = None) -> Any:
+    port_id = new_port_id()
+    profile = osv.vif.VIFPortProfileOpenVSwitch(interface_id=port_id, create_port=True)
+    if datapath_type is not None:
+        profile.datapath_type = datapath_type
+    return osv.vif.VIFOpenVSwitch(
+        id=port_id, address=new_mac(), network=network(bridge), plugin="smartnic",
+        vif_name=tap_name, bridge_name=bridge, port_profile=profile,
+    )
+
+
+def stock_plugin_port(env: PluginEnv, name: str, present: bool = True) -> Any:
+    """The port as our OVSDB client sees it once it caught up with the stock
+    plugin's writes (made on os-vif's own OVSDB connection, so they reach our
+    IDL replica a little later)."""
+    assert wait_for(lambda: (env.ovs.get_port(name) is not None) == present), (
+        f"port {name} {'never appeared' if present else 'still there'}"
+    )
+    return env.ovs.get_port(name)
+
+
+def test_normal_vif_is_plugged_by_the_stock_ovs_plugin(env: PluginEnv, tap: str) -> None:
+    # Nova's VIFPortProfileOpenVSwitch leaves datapath_type unset when Neutron
+    # sends none: the plugin must cope with the unset field.
+    vif = normal_vif(tap)
+
+    os_vif.plug(vif, INSTANCE)
+    try:
+        port = stock_plugin_port(env, tap)
+        assert port.bridge == "br-int"
+        assert port.external_ids == {
+            "iface-id": vif.port_profile.interface_id,
+            "iface-status": "active",
+            "attached-mac": vif.address,
+            "vm-uuid": INSTANCE.uuid,
+        }
+        assert link(tap) is not None and link(tap)[0] == NET_MTU  # type: ignore[index]
+        # No claim: a normal port has no VF.
+        assert env.store().get(vif.port_profile.interface_id) is None
+    finally:
+        os_vif.unplug(vif, INSTANCE)
+
+    stock_plugin_port(env, tap, present=False)
+
+
+def test_normal_vif_never_flips_an_existing_netdev_bridge(env: PluginEnv, tap: str) -> None:
+    bridge = "br-snv-nd"
+    env.ovs.ensure_bridge(bridge, "netdev")
+    ovs = PrivateOVS(env.sim.layout.ovs_dir)
+
+    def datapath_type() -> str:
+        # Asked of ovsdb-server itself, not of a replica that may lag.
+        return ovs.vsctl("get", "Bridge", bridge, "datapath_type").strip()
+
+    try:
+        # Nova passes Neutron's datapath_type; os-vif's stock plugin would
+        # write it onto the existing bridge.
+        vif = normal_vif(tap, bridge=bridge, datapath_type="system")
+
+        os_vif.plug(vif, INSTANCE)
+        try:
+            port = stock_plugin_port(env, tap)
+            assert port.bridge == bridge
+            assert port.external_ids["iface-id"] == vif.port_profile.interface_id
+            assert datapath_type() == "netdev"
+        finally:
+            os_vif.unplug(vif, INSTANCE)
+
+        stock_plugin_port(env, tap, present=False)
+        assert datapath_type() == "netdev"
+    finally:
+        env.ovs.delete_bridge(bridge)
+
+
+# -- idempotency -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["passthrough", "forwarder"])
+def test_plugging_twice_changes_nothing_and_unplugging_twice_succeeds(
+    env: PluginEnv, mode: str
+) -> None:
+    vf = env.vf(1, 5)
+    before = env.snapshot()
+    vif = make_vif(env, mode, vf)
+
+    os_vif.plug(vif, INSTANCE)
+    plugged = env.snapshot()
+    binds = env.driver_changes(vf.address)
+
+    os_vif.plug(vif, INSTANCE)
+
+    assert env.snapshot() == plugged
+    assert env.driver_changes(vf.address) == binds
+    assert_plugged(env, vif, vf, mode)
+
+    os_vif.unplug(vif, INSTANCE)
+    assert env.snapshot() == before
+    os_vif.unplug(vif, INSTANCE)
+    assert env.snapshot() == before
+
+
+@pytest.mark.parametrize("mode", ["passthrough", "forwarder"])
+def test_unplugging_a_never_plugged_vif_succeeds_and_changes_nothing(
+    env: PluginEnv, mode: str
+) -> None:
+    before = env.snapshot()
+    os_vif.unplug(make_vif(env, mode, env.vf(0, 6)), INSTANCE)
+    assert env.snapshot() == before
+
+
+@pytest.mark.parametrize("rename", [False, True])
+def test_unplugging_an_unknown_port_leaves_the_port_that_owns_the_vf_alone(
+    env: PluginEnv, rename: bool
+) -> None:
+    # Nova cleaning up after a failed or moved instance unplugs VIFs this host
+    # never plugged; one may name a VF that another port holds now.
+    vf = env.vf(0, 7)
+    before = env.snapshot()
+    owner = forwarder_vif(env, vf, rename=rename)
+    os_vif.plug(owner, INSTANCE)
+    try:
+        plugged = env.snapshot()
+
+        os_vif.unplug(passthrough_vif(vf, rename=rename), INSTANCE)
+        os_vif.unplug(forwarder_vif(env, vf, rename=rename), INSTANCE)
+
+        assert env.snapshot() == plugged
+        assert_plugged(env, owner, vf, "forwarder")
+    finally:
+        os_vif.unplug(owner, INSTANCE)
+    assert env.snapshot() == before
+
+
+# -- describe() and the profile objects --------------------------------------------------
+
+
+def test_host_info_describes_every_vif_and_profile_with_installed_versions(
+    plugin_env: PluginEnv,
+) -> None:
+    info = os_vif.host_info()
+    expected = {
+        "VIFOpenVSwitch": {"VIFPortProfileOpenVSwitch"},
+        "VIFBridge": {"VIFPortProfileOpenVSwitch"},
+        "VIFHostDevice": {
+            "VIFPortProfilePassthrough", "VIFPortProfileOVSRepresentor",
+            "DatapathOffloadRepresentor",
+        },
+        "VIFVHostUser": {
+            "VIFPortProfileForwarder", "VIFPortProfileOVSRepresentor",
+            "DatapathOffloadRepresentor",
+        },
+    }
+    registry = ovo_base.VersionedObjectRegistry.obj_classes()
+    for name in ("smartnic", "agilio_ovs"):
+        plugin = info.get_plugin(name)
+        assert {v.vif_object_name for v in plugin.vif_info} == set(expected)
+        for vif_info in plugin.vif_info:
+            profiles = {p.profile_object_name for p in vif_info.supported_port_profiles}
+            assert profiles == expected[vif_info.vif_object_name]
+            # The advertised max versions are the installed objects' versions.
+            assert vif_info.max_version == registry[vif_info.vif_object_name][0].VERSION
+            for p in vif_info.supported_port_profiles:
+                assert p.max_version == registry[p.profile_object_name][0].VERSION
+    # What Nova asks for when the guest has no shared memory: VIFVHostUser
+    # filtered out, the plugin still offers VIFHostDevice.
+    filtered = os_vif.host_info(permitted_vif_type_names=["VIFHostDevice"])
+    assert [v.vif_object_name for v in filtered.get_plugin("smartnic").vif_info] == [
+        "VIFHostDevice"
+    ]
+    # HostInfo travels to Nova as a primitive.
+    again = osv.host_info.HostInfo.obj_from_primitive(info.obj_to_primitive())
+    assert again.get_plugin("agilio_ovs").get_vif("VIFVHostUser").max_version == "1.1"
+
+
+def comparable(primitive: Any) -> Any:
+    """A primitive with its "changes" lists sorted: oslo.versionedobjects
+    lists the changed fields of a set, in no fixed order."""
+    if isinstance(primitive, dict):
+        return {
+            k: sorted(v) if k == "versioned_object.changes" else comparable(v)
+            for k, v in primitive.items()
+        }
+    if isinstance(primitive, list):
+        return [comparable(v) for v in primitive]
+    return primitive
+
+
+def test_profiles_round_trip_through_primitives(plugin_env: PluginEnv) -> None:
+    vf = plugin_env.vf(0, 1)
+    for vif in (
+        passthrough_vif(vf, trusted=True, spoofchk=False),
+        forwarder_vif(plugin_env, vf),
+    ):
+        primitive = vif.obj_to_primitive()
+        # As it travels (RPC, privsep, a journal): through JSON.
+        again = osv.vif.VIFBase.obj_from_primitive(json.loads(json.dumps(primitive)))
+        assert type(again) is type(vif)
+        assert type(again.port_profile) is type(vif.port_profile)
+        for field in vif.port_profile.fields:
+            if vif.port_profile.obj_attr_is_set(field):
+                assert getattr(again.port_profile, field) == getattr(vif.port_profile, field)
+        assert comparable(again.obj_to_primitive()) == comparable(primitive)
+    relay = VIFPortProfileForwarder(
+        interface_id=new_port_id(), representor_address=vf.address, relay_driver="uio_pci"
+    )
+    primitive = relay.obj_to_primitive()
+    assert primitive["versioned_object.name"] == "VIFPortProfileForwarder"
+    assert primitive["versioned_object.namespace"] == "os_vif"
+    assert VIFPortProfileForwarder.obj_from_primitive(primitive).relay_driver == "uio_pci"
+
+
+# -- failures: a clear error and nothing left behind --------------------------------------
+
+
+def assert_released(env: PluginEnv, vif: Any) -> None:
+    assert env.store().get(vif.port_profile.interface_id) is None
+    assert env.ovs.find_ports_by_iface_id(vif.port_profile.interface_id) == []
+
+
+def test_forwarder_not_running(env: PluginEnv) -> None:
+    vf = env.vf(1, 6)
+    pid = env.sim.processes()["virtio-forwarder-sim"]
+    stop_pid(os.path.join(env.sim.layout.forwarder_dir, "forwarder.pid"))
+    try:
+        assert "virtio-forwarder-sim" not in env.sim.processes()
+        env.override("forwarder_timeout", 0.3)
+        vif = forwarder_vif(env, vf)
+
+        assert_plug_fails(vif, "virtio-forwarder ADD_SOCK", "did not answer ADD_SOCK")
+
+        assert_released(env, vif)
+        assert env.vf_driver(vf.address) == "nfp"
+        assert env.vf_settings(vf.address)["mac"] == "00:00:00:00:00:00"
+    finally:
+        env.restart_forwarder()
+    assert env.sim.processes()["virtio-forwarder-sim"] != pid
+
+
+def test_unplug_with_the_forwarder_down_keeps_the_journal_for_a_later_unplug(
+    env: PluginEnv,
+) -> None:
+    vf = env.vf(1, 13)
+    vif = forwarder_vif(env, vf)
+    os_vif.plug(vif, INSTANCE)
+    stop_pid(os.path.join(env.sim.layout.forwarder_dir, "forwarder.pid"))
+    try:
+        env.override("forwarder_timeout", 0.3)
+
+        with pytest.raises(osv_exception.UnplugException) as excinfo:
+            os_vif.unplug(vif, INSTANCE)
+
+        message = str(excinfo.value)
+        assert "incomplete" in message and "did not answer REMOVE_SOCK" in message
+        # Every other change was undone; the journal stays for the relay.
+        record = env.store().get(vif.port_profile.interface_id)
+        assert record is not None and record.phase == "unplugging"
+        assert env.ovs.find_ports_by_iface_id(vif.port_profile.interface_id) == []
+        assert env.vf_driver(vf.address) == "nfp"
+        assert env.vf_settings(vf.address)["mac"] == "00:00:00:00:00:00"
+        assert vf.representor is not None and link(vf.representor.name) == (1500, False)
+    finally:
+        env.restart_forwarder()
+
+    os_vif.unplug(vif, INSTANCE)
+
+    assert env.store().get(vif.port_profile.interface_id) is None
+
+
+def test_forwarder_answering_error(env: PluginEnv) -> None:
+    vf, other = env.vf(1, 7), env.vf(1, 8)
+    vif = forwarder_vif(env, vf)
+    lay = env.sim.layout
+    with ForwarderClient(lay.port_control_endpoint, lay.stats_endpoint, 2.0) as client:
+        # Someone else's relay already uses this socket path.
+        client.add_sock(other.address, vif.path)
+        try:
+            message = assert_plug_fails(vif, "virtio-forwarder ADD_SOCK", "EADDRINUSE")
+            assert "virtio_add_sock_dev_pair()" in message
+
+            assert_released(env, vif)
+            assert env.relay_pairs() == [(other.address, vif.path)]
+            assert env.vf_driver(vf.address) == "nfp"
+            assert link(devname(vif.id)) is None
+        finally:
+            client.remove_sock(other.address, vif.path)
+
+
+def test_forwarder_not_answering(env: PluginEnv) -> None:
+    directory = short_tmpdir()
+    hung = ForwarderSimulator(
+        f"ipc://{directory}/pc", f"ipc://{directory}/stats"
+    ).start()
+    hung.drop_replies = True
+    try:
+        env.override("forwarder_port_control_endpoint", hung.port_control_endpoint)
+        env.override("forwarder_stats_endpoint", hung.stats_endpoint)
+        env.override("forwarder_timeout", 0.3)
+        vf = env.vf(1, 9)
+        vif = forwarder_vif(env, vf)
+
+        assert_plug_fails(vif, "virtio-forwarder ADD_SOCK", "did not answer ADD_SOCK")
+
+        assert_released(env, vif)
+        assert env.vf_driver(vf.address) == "nfp"
+        # The daemon did the work but its answer was lost: the relay it made
+        # for a port that failed to plug must not stay.
+        assert hung.relays() == []
+    finally:
+        hung.stop()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.mark.parametrize("mode", ["passthrough", "forwarder"])
+def test_representor_missing(env: PluginEnv, mode: str) -> None:
+    vf = env.vf(0, 8)
+    assert vf.representor is not None
+    rep = vf.representor.name
+    with IPRoute() as ipr:
+        ipr.link("del", ifname=rep)
+    try:
+        vif = make_vif(env, mode, vf)
+
+        assert_plug_fails(vif, rep, "does not exist")
+
+        assert_released(env, vif)
+        assert env.vf_settings(vf.address)["mac"] == "00:00:00:00:00:00"
+        assert env.vf_driver(vf.address) == "nfp"
+        assert env.relay_pairs() == []
+    finally:
+        env.recreate_representor(vf.address)
+
+
+@pytest.mark.parametrize("mode", ["passthrough", "forwarder"])
+def test_ovsdb_unreachable(env: PluginEnv, mode: str) -> None:
+    nowhere = short_tmpdir()
+    try:
+        env.override("ovsdb_connection", f"unix:{nowhere}/db.sock")
+        env.override("ovsdb_timeout", 1)
+        vf = env.vf(0, 9)
+        vif = make_vif(env, mode, vf)
+
+        assert_plug_fails(vif, "ensure bridge br-int", f"cannot reach OVSDB at unix:{nowhere}")
+
+        assert_released(env, vif)
+        assert env.vf_settings(vf.address)["mac"] == "00:00:00:00:00:00"
+        assert env.vf_driver(vf.address) == "nfp"
+        assert link(devname(vif.id)) is None
+    finally:
+        os.rmdir(nowhere)
+
+
+@pytest.mark.parametrize("mode", ["passthrough", "forwarder"])
+@pytest.mark.parametrize("phase", ["pre-plug", "post-plug"])
+def test_vendor_hook_failing(env: PluginEnv, hook_dir: str, mode: str, phase: str) -> None:
+    hook = write_hook(
+        hook_dir,
+        f'if [ "$1" = {phase} ]; then echo "refused by the vendor" >&2; exit 1; fi\n',
+    )
+    env.override("vendor_hook", hook)
+    vf = env.vf(1, 10)
+    vif = make_vif(env, mode, vf)
+
+    assert_plug_fails(
+        vif, f"run vendor hook ({phase})", "exited 1", "refused by the vendor"
+    )
+
+    assert_released(env, vif)
+    assert env.vf_settings(vf.address)["mac"] == "00:00:00:00:00:00"
+    assert env.relay_pairs() == []
+
+
+@pytest.mark.parametrize("mode", ["passthrough", "forwarder"])
+def test_vendor_hook_gets_the_documented_arguments(
+    env: PluginEnv, hook_dir: str, mode: str
+) -> None:
+    record = os.path.join(hook_dir, "calls")
+    hook = write_hook(hook_dir, f'echo "$@" >> {record}\n')
+    env.override("vendor_hook", hook)
+    vf = env.vf(1, 11)
+    vif = make_vif(env, mode, vf)
+
+    os_vif.plug(vif, INSTANCE)
+    os_vif.plug(vif, INSTANCE)  # already plugged: the hook does not run again
+    os_vif.unplug(vif, INSTANCE)
+
+    socket = vif.path if mode == "forwarder" else "-"
+    tail = f"{mode} {vf.address} {devname(vif.id)} {vif.address} {socket}"
+    with open(record) as f:
+        assert f.read().splitlines() == [
+            f"pre-plug {tail}",
+            f"post-plug {tail}",
+            f"post-unplug {tail}",
+        ]
+
+
+# -- concurrency -------------------------------------------------------------------------
+
+
+def run_together(calls: list[Callable[[], None]]) -> list[BaseException | None]:
+    """Run every call in its own thread, all released at once; their errors."""
+    barrier = threading.Barrier(len(calls))
+
+    def run(call: Callable[[], None]) -> BaseException | None:
+        barrier.wait()
+        try:
+            call()
+        except BaseException as e:  # noqa: BLE001 - returned to the test
+            return e
+        return None
+
+    with ThreadPoolExecutor(max_workers=len(calls)) as pool:
+        return list(pool.map(run, calls))
+
+
+def test_32_vifs_plugged_and_unplugged_from_32_threads(env: PluginEnv) -> None:
+    before = env.snapshot()
+    vfs = env.all_vfs()
+    assert len(vfs) == 32
+    modes = ["passthrough" if i % 2 else "forwarder" for i in range(len(vfs))]
+    vifs = [(vf, mode, make_vif(env, mode, vf)) for vf, mode in zip(vfs, modes, strict=True)]
+
+    errors = run_together([functools.partial(os_vif.plug, v, INSTANCE) for _, _, v in vifs])
+    assert errors == [None] * 32
+    try:
+        ports = env.ovs.list_ports("br-int")
+        assert len(ports) == 32
+        iface_ids = {env.ovs.get_port(p).external_ids["iface-id"] for p in ports}  # type: ignore[union-attr]
+        assert iface_ids == {v.port_profile.interface_id for _, _, v in vifs}
+        for vf, mode, vif in vifs:
+            assert_plugged(env, vif, vf, mode)
+        assert len(env.relay_pairs()) == 16
+    finally:
+        errors = run_together([functools.partial(os_vif.unplug, v, INSTANCE) for _, _, v in vifs])
+    assert errors == [None] * 32
+    assert env.ovs.list_ports("br-int") == []
+    assert env.snapshot() == before
+
+
+def test_two_threads_plugging_two_vifs_on_the_same_vf(env: PluginEnv) -> None:
+    vf = env.vf(0, 10)
+    before = env.snapshot()
+    first, second = forwarder_vif(env, vf), forwarder_vif(env, vf)
+
+    errors = run_together([lambda: os_vif.plug(first, INSTANCE),
+                           lambda: os_vif.plug(second, INSTANCE)])
+
+    assert sorted(e is None for e in errors) == [False, True]
+    winner, loser = (first, second) if errors[0] is None else (second, first)
+    error = errors[1] if errors[0] is None else errors[0]
+    assert isinstance(error, osv_exception.PlugException)
+    assert f"already claimed by port {winner.port_profile.interface_id}" in str(error)
+    try:
+        assert_plugged(env, winner, vf, "forwarder")
+        assert_released(env, loser)
+        assert link(devname(loser.id)) is None
+        # Nova cleans up after the failed plug: that must not hurt the winner.
+        os_vif.unplug(loser, INSTANCE)
+        assert_plugged(env, winner, vf, "forwarder")
+    finally:
+        os_vif.unplug(winner, INSTANCE)
+    assert env.snapshot() == before
