@@ -229,7 +229,8 @@ class SmartNICPlugin(plugin.PluginBase):
             # undo one step more than recorded.
             upto = min(record.done_steps + 1, len(record.plan.steps))
             self._undo(record.plan, upto, port_id)
-            return f"undid {upto} step(s) of an interrupted {record.phase[:-3]}"
+            # "plugging" -> "plug", "unplugging" -> "unplug"
+            return f"undid {upto} step(s) of an interrupted {record.phase.removesuffix('ging')}"
 
     def _undo(self, plan: Plan, done_steps: int, port_id: str) -> None:
         self.store.set_phase(port_id, "unplugging")
