@@ -167,7 +167,11 @@ def cmd_attach(args: argparse.Namespace) -> int:
     request = pci_request_for_port(port, network)
     existing = session.store.get(port_id)
     if existing is not None and existing.phase == "plugged" and not args.dry_run:
+        # Plugging again re-asserts every change (each is idempotent), which
+        # repairs drift; with none, nothing changes.
         vif = _vif_from_record(existing)
+        session.os_vif().plug(vif, vif_builder.instance_info(
+            existing.request["instance_uuid"], f"instance-{existing.request['instance_uuid'][:8]}"))
         return _print_attached(args, existing.vf_address, vif, libvirt_xml, note="already attached")
 
     vf = None
