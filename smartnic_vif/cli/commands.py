@@ -100,15 +100,20 @@ def cmd_inventory(args: argparse.Namespace) -> int:
 def cmd_sim_create(args: argparse.Namespace) -> int:
     from smartnic_vif.sim.host import SimulatedHost, SimulatorError
 
+    progress = render.Progress()
+    progress.step(f"creating a simulated host with {args.pfs} x {args.vfs_per_pf} VFs in {args.dir}"
+                  " (sysfs tree, veth pairs, namespaces, OVS, forwarder)...")
     try:
         host = SimulatedHost.create(
             args.dir, pfs=args.pfs, vfs_per_pf=args.vfs_per_pf, legacy_pfs=args.legacy_pfs,
             port_name_form=args.port_name_form, driver=args.driver,
         )
     except SimulatorError as e:
+        progress.done()
         if "invalid" in str(e) or "must be" in str(e) or "already holds" in str(e):
             raise UsageError(str(e)) from e
         raise
+    progress.done()
     info = {"dir": host.dir, "config_file": host.config_file, "processes": host.processes(),
             "representors": len(host.existing_links()),
             "namespaces": len(host.existing_namespaces())}
@@ -127,6 +132,9 @@ def cmd_sim_destroy(args: argparse.Namespace) -> int:
         host = SimulatedHost.load(args.dir)
     except SimulatorError as e:
         raise UsageError(str(e)) from e
+    progress = render.Progress()
+    progress.step(f"stopping OVS and the forwarder, removing veths and namespaces of {args.dir}...")
     host.destroy()
+    progress.done()
     print(f"simulated host in {args.dir} destroyed")
     return EXIT_OK if not host.existing_links() else EXIT_FAILED
