@@ -50,6 +50,7 @@ class Host:
         self._lock = threading.Lock()
         self._ovsdb: OvsdbClient | None = None
         self._forwarder: ForwarderClient | None = None
+        self._bridges: set[str] = set()
 
     # -- clients, made on first use ----------------------------------------
     @property
@@ -156,12 +157,23 @@ class Host:
         privileged.set_link(ifname, mtu=mtu, up=up)
 
     def ensure_bridge(self, bridge: str, datapath_type: str) -> None:
+        # Bridges are not deleted under a running host; one check per bridge
+        # per process saves an OVSDB transaction on every plug. A port add
+        # that fails forgets the bridge, so the next plug checks again.
+        if bridge in self._bridges:
+            return
         self.ovsdb.ensure_bridge(bridge, datapath_type)
+        self._bridges.add(bridge)
 
     def ovs_set_port(
         self, bridge: str, port: str, iface_id: str, mac: str, vm_uuid: str, mtu: int | None
     ) -> None:
-        self.ovsdb.set_port(bridge, port, iface_id=iface_id, mac=mac, vm_uuid=vm_uuid, mtu=mtu)
+        try:
+            self.ovsdb.set_port(bridge, port, iface_id=iface_id, mac=mac, vm_uuid=vm_uuid,
+                                mtu=mtu)
+        except Exception:
+            self._bridges.discard(bridge)
+            raise
 
     def ovs_delete_port(self, port: str) -> None:
         self.ovsdb.delete_port(port)
