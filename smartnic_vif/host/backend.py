@@ -134,7 +134,9 @@ class Host:
     def bind_driver(self, address: str, driver: str | None) -> None:
         privileged.bind_driver(self.sysfs_root, self.kernel_backend, address, driver)
         with self._lock:
-            self._inventory = None  # the VF's driver and netdev changed
+            # The VF's driver and netdev changed; nothing else did.
+            if self._inventory is not None:
+                self._inventory = discovery.refresh_vf(self._inventory, address)
 
     def rename_link(self, ifname: str, new_name: str) -> None:
         """Rename; already renamed counts as done (so undo can be repeated)."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from smartnic_vif.model.errors import DiscoveryError
 from smartnic_vif.model.inventory import (
@@ -287,3 +287,23 @@ def find_representor(root: str, pf_address: str, vf_index: int) -> Representor:
     raise DiscoveryError(
         f"PF {pf.address} has no VF {vf_index} (VFs found: {len(pf.vfs)})"
     )
+
+
+def refresh_vf(inventory: Inventory, address: str) -> Inventory:
+    """``inventory`` with one VF's driver and netdev read again (after a
+    rebind), instead of rediscovering the whole host."""
+    vf = inventory.vf(address)
+    path = SysfsReader(inventory.sysfs_root).device(vf.address)
+    netdevs = _device_netdevs(path)
+    fresh = replace(
+        vf,
+        driver=_link_name(os.path.join(path, "driver")),
+        netdev=netdevs[0] if netdevs else None,
+    )
+    pfs = tuple(
+        replace(pf, vfs=tuple(fresh if v.address == vf.address else v for v in pf.vfs))
+        if pf.address == vf.pf_address
+        else pf
+        for pf in inventory.pfs
+    )
+    return replace(inventory, pfs=pfs)

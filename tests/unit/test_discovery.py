@@ -643,3 +643,25 @@ def test_link_state(value: object, ok: bool) -> None:
     else:
         with pytest.raises(InvalidValue):
             types.link_state(value)
+
+
+def test_refresh_vf_rereads_one_vf_after_a_rebind(tmp_path: Path) -> None:
+    """After a driver change only that VF's driver and netdev are read again;
+    the result equals a full rediscovery."""
+    from smartnic_vif.host.discovery import refresh_vf
+    from smartnic_vif.host.kernel import SimulatedKernel
+    from smartnic_vif.sim.host import SimulatedHost
+
+    host = SimulatedHost.create(str(tmp_path / "h"), pfs=1, vfs_per_pf=2,
+                                with_ovs=False, with_forwarder=False)
+    try:
+        before = discover(host.dir)
+        vf = before.pfs[0].vfs[1]
+        SimulatedKernel(host.dir).bind_driver(vf.address, "vfio-pci")
+        refreshed = refresh_vf(before, vf.address)
+        assert refreshed.vf(vf.address).driver == "vfio-pci"
+        assert refreshed.vf(vf.address).netdev is None
+        assert refreshed == discover(host.dir)
+        assert before.vf(vf.address).driver == "nfp"  # the old one is untouched
+    finally:
+        host.destroy()
