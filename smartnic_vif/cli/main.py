@@ -91,10 +91,34 @@ def _root_cause(error: BaseException) -> BaseException:
     return error
 
 
+GLOBAL_OPTIONS = ("--config-file", "--sysfs-root")
+
+
+def hoist_global_options(argv: Sequence[str]) -> list[str]:
+    """Accept the global options after the subcommand too
+    (``smartnic-vif inventory --config-file F``) by moving them in front."""
+    front: list[str] = []
+    rest: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        name = arg.split("=", 1)[0]
+        if name in GLOBAL_OPTIONS:
+            if "=" in arg:
+                front.append(arg)
+            else:
+                front.extend(argv[i:i + 2])
+                i += 1
+        else:
+            rest.append(arg)
+        i += 1
+    return front + rest
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     _quiet_runtime()
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(hoist_global_options(sys.argv[1:] if argv is None else list(argv)))
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
