@@ -212,22 +212,16 @@ def plan_plug(
                 Operation("bind_driver", {"address": vf.address, "driver": snapshot.driver}),
             )
         )
-    if name != rep.name:
-        steps.append(
-            Step(
-                f"rename representor {rep.name} to {name}",
-                Operation("rename_link", {"ifname": rep.name, "new_name": name}),
-                Operation("rename_link", {"ifname": name, "new_name": rep.name}),
-            )
-        )
+    renamed = f" name {name}," if name != rep.name else ""
     steps.append(
         Step(
-            f"set representor {name} MTU {port.mtu} and up",
-            Operation("set_link", {"ifname": name, "mtu": port.mtu, "up": True}),
-            # or_name: an undo repeated after the rename's undo (an unplug
-            # finishing a partial one) finds the representor by its old name.
-            Operation("set_link", {"ifname": name, "mtu": rep.mtu, "up": rep.up,
-                                   **({"or_name": rep.name} if name != rep.name else {})}),
+            f"set representor {rep.name}{renamed} MTU {port.mtu} and up",
+            # One step and one netlink session: rename (honouring the VIF's
+            # representor_name), MTU and state; the undo restores all three.
+            Operation("configure_link",
+                      {"ifname": rep.name, "new_name": name, "mtu": port.mtu, "up": True}),
+            Operation("configure_link",
+                      {"ifname": name, "new_name": rep.name, "mtu": rep.mtu, "up": rep.up}),
         )
     )
     steps.append(

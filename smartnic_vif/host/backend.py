@@ -31,8 +31,7 @@ class Host:
         {
             "set_vf",
             "bind_driver",
-            "rename_link",
-            "set_link",
+            "configure_link",
             "ensure_bridge",
             "ovs_set_port",
             "ovs_delete_port",
@@ -138,25 +137,11 @@ class Host:
             if self._inventory is not None:
                 self._inventory = discovery.refresh_vf(self._inventory, address)
 
-    def rename_link(self, ifname: str, new_name: str) -> None:
-        """Rename; already renamed counts as done (so undo can be repeated)."""
-        if privileged.get_link(ifname) is None and privileged.get_link(new_name) is not None:
-            return
-        privileged.set_link(ifname, new_name=new_name)
-
-    def set_link(
-        self, ifname: str, mtu: int | None = None, up: bool | None = None,
-        or_name: str | None = None,
-    ) -> None:
-        """Set MTU/state of ``ifname``, or of ``or_name`` when only that exists
-        (the same device before a rename, or after the rename was undone)."""
-        if (
-            or_name is not None
-            and privileged.get_link(ifname) is None
-            and privileged.get_link(or_name) is not None
-        ):
-            ifname = or_name
-        privileged.set_link(ifname, mtu=mtu, up=up)
+    def configure_link(self, ifname: str, new_name: str, mtu: int, up: bool) -> None:
+        """Rename ``ifname`` to ``new_name`` and set MTU and state, in one
+        privileged call. Finding only ``new_name`` means the rename was done
+        already (a repeated plug, or an undo finishing a partial one)."""
+        privileged.set_link(ifname, mtu=mtu, up=up, new_name=new_name, or_name=new_name)
 
     def ensure_bridge(self, bridge: str, datapath_type: str) -> None:
         # Bridges are not deleted under a running host; one check per bridge

@@ -100,14 +100,25 @@ def set_link(
     mac: str | None = None,
     up: bool | None = None,
     new_name: str | None = None,
+    or_name: str | None = None,
 ) -> None:
     """Change one link. A rename needs the link down, so it is done first with
-    the link brought down, and the requested (or previous) state restored."""
+    the link brought down, and the requested (or previous) state restored.
+
+    ``or_name``: when ``ifname`` does not exist but ``or_name`` does, change
+    that one instead (and do not rename it to itself)."""
     with _ipr(netns) as ipr:
         msg = _lookup(ipr, ifname)
+        if msg is None and or_name is not None:
+            msg = _lookup(ipr, or_name)
+            if msg is not None:
+                ifname = or_name
+                if new_name == or_name:
+                    new_name = None
         if msg is None:
             where = f" in network namespace {netns}" if netns else ""
-            raise NotFound(f"network device {ifname}{where} does not exist")
+            also = f" (nor {or_name})" if or_name else ""
+            raise NotFound(f"network device {ifname}{also}{where} does not exist")
         index = int(msg["index"])
         try:
             if new_name is not None and new_name != ifname:

@@ -155,6 +155,7 @@ def set_link(
     mac: str | None = None,
     up: bool | None = None,
     new_name: str | None = None,
+    or_name: str | None = None,
 ) -> None:
     if up is not None and not isinstance(up, bool):
         raise InvalidValue("up", up, "expected true or false")
@@ -164,6 +165,7 @@ def set_link(
         mac=types.unicast_mac(mac) if mac is not None else None,
         up=up,
         new_name=types.ifname(new_name, "new_name") if new_name is not None else None,
+        or_name=types.ifname(or_name, "or_name") if or_name is not None else None,
     )
 
 
