@@ -8,7 +8,7 @@ whose undo steps restore exactly that snapshot. Nothing here touches the host.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from os_vif.objects import vif as osv_vif
@@ -55,7 +55,6 @@ class VfSnapshot:
     settings: dict[str, Any]
     driver: str | None
     representor: LinkState
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -266,20 +265,13 @@ def plan_plug(
     return Plan("plug", port.port_id, port.mode, tuple(steps), vf_address=vf.address)
 
 
-def plan_unplug(plug_plan: Plan, opts: PlugOptions) -> Plan:
-    """Undo a recorded plug, last step first, then tell the vendor hook."""
-    steps = [
-        Step("undo: " + s.title, s.undo)
-        for s in reversed(plug_plan.steps)
-        if s.undo is not None
-    ]
-    if opts.hook:
-        hook = next((s for s in plug_plan.steps if s.do.name == "run_hook"), None)
-        if hook is not None:
-            args = dict(hook.do.args, phase="post-unplug")
-            steps.append(Step("run vendor hook (post-unplug)", Operation("run_hook", args)))
-    return Plan("unplug", plug_plan.port_id, plug_plan.mode, tuple(steps),
-                vf_address=plug_plan.vf_address)
+def post_unplug_hook(plug_plan: Plan) -> Operation | None:
+    """The vendor hook call that follows an unplug of ``plug_plan`` (unplug
+    itself is the plan's undo steps, last first), or None if plug ran none."""
+    hook = next((s for s in plug_plan.steps if s.do.name == "run_hook"), None)
+    if hook is None:
+        return None
+    return Operation("run_hook", dict(hook.do.args, phase="post-unplug"))
 
 
 def plan_unplug_unrecorded(

@@ -109,9 +109,6 @@ class Host:
     def vf_driver(self, vf_address: str) -> str | None:
         return kernel.current_driver(self.sysfs_root, types.pci_address(vf_address))
 
-    def link(self, ifname: str) -> dict[str, Any] | None:
-        return privileged.get_link(ifname)
-
     @contextlib.contextmanager
     def vf_lock(self, vf_address: str) -> Iterator[None]:
         """Serialise work on one VF across threads and processes (flock on a

@@ -197,11 +197,9 @@ class SmartNICPlugin(plugin.PluginBase):
                     raise SmartNICError("unplug incomplete: " + "; ".join(errors))
                 return
             self._undo(record.plan, record.done_steps, port.port_id)
-            if self.options.hook:
-                unplug = decide.plan_unplug(record.plan, self.options)
-                for step in unplug.steps:
-                    if step.do.args.get("phase") == "post-unplug":
-                        executor.call(self.host, step.do)
+            hook = decide.post_unplug_hook(record.plan) if self.options.hook else None
+            if hook is not None:
+                executor.call(self.host, hook)
 
     def _progress(self, port: decide.PortRequest, done: int) -> None:
         self.store.set_progress(port.port_id, done)
