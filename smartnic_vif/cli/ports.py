@@ -285,7 +285,7 @@ def port_status(session: Session, record: Any) -> dict[str, Any]:
     ovs_ports = session.host.ovsdb.find_ports_by_iface_id(record.port_id)
     info: dict[str, Any] = {
         "port_id": record.port_id, "vf": record.vf_address, "mode": record.mode,
-        "phase": record.phase, "done_steps": record.done_steps,
+        "phase": record.phase, "steps_started": record.steps_started,
         "ovs_ports": [p.name for p in ovs_ports],
     }
     if record.phase == "plugged":

@@ -3,6 +3,10 @@
 A plan is plain data. It can be printed (``--dry-run``), stored as JSON in the
 claim journal, and replayed backwards by the executor to undo what was done,
 also by a later process after a crash.
+
+Steps run in order unless a step names the earlier steps it needs
+(``after``): then it may run alongside any other step whose needs are met.
+Undo always runs in reverse order, which reverses every dependency.
 """
 
 from __future__ import annotations
@@ -39,21 +43,28 @@ class Step:
     title: str
     do: Operation
     undo: Operation | None = None
+    # Indices of the earlier steps this one needs; None: every earlier step.
+    after: tuple[int, ...] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "title": self.title,
             "do": self.do.to_dict(),
             "undo": self.undo.to_dict() if self.undo else None,
         }
+        if self.after is not None:
+            data["after"] = list(self.after)
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Step:
         undo = data.get("undo")
+        after = data.get("after")
         return cls(
             title=str(data["title"]),
             do=Operation.from_dict(data["do"]),
             undo=Operation.from_dict(undo) if undo else None,
+            after=tuple(int(i) for i in after) if after is not None else None,
         )
 
 
@@ -67,6 +78,19 @@ class Plan:
     steps: tuple[Step, ...]
     vf_address: str | None = None
 
+    def __post_init__(self) -> None:
+        for i, step in enumerate(self.steps):
+            if step.after is not None and any(not 0 <= j < i for j in step.after):
+                raise ValueError(
+                    f"step {i + 1} ({step.title}) may only come after earlier steps, "
+                    f"not {[j + 1 for j in step.after]}"
+                )
+
+    def needs(self, index: int) -> frozenset[int]:
+        """The steps that must be done before step ``index`` starts."""
+        after = self.steps[index].after
+        return frozenset(range(index) if after is None else after)
+
     def __iter__(self) -> Iterator[Step]:
         return iter(self.steps)
 
@@ -78,7 +102,13 @@ class Plan:
         head += f", VF {self.vf_address})" if self.vf_address else ")"
         lines = [head + ":"]
         for i, step in enumerate(self.steps, 1):
-            lines.append(f"  {i}. {step.title}")
+            if step.after is None or i == 1:
+                when = ""
+            elif not step.after:
+                when = "  [starts with the plan]"
+            else:
+                when = f"  [after {', '.join(str(j + 1) for j in step.after)}]"
+            lines.append(f"  {i}. {step.title}{when}")
             lines.append(f"       do:   {step.do.describe()}")
             if step.undo:
                 lines.append(f"       undo: {step.undo.describe()}")

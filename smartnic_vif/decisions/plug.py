@@ -182,8 +182,14 @@ def plan_plug(
     rep = snapshot.representor
     name = port.representor_name or rep.name
     steps: list[Step] = []
+    # Which steps may run at the same time: the VF's own changes one after
+    # the other (settings, driver, relay); the representor and the OVS port
+    # beside them. The OVS port waits for the representor only when it is
+    # renamed: ovs-vswitchd opens the port by its new name.
+    first: tuple[int, ...] = ()
     if opts.hook:
         steps.append(_hook("pre-plug", port, name))
+        first = (0,)
     wanted = {
         "mac": port.mac,
         "vlan": 0,  # OVS tags on the representor; the VF itself stays untagged
@@ -192,6 +198,7 @@ def plan_plug(
         "spoofchk": port.spoofchk,
     }
     original = {k: snapshot.settings[k] for k in wanted if k in snapshot.settings}
+    vf_step = len(steps)
     steps.append(
         Step(
             f"set VF {vf.index} of PF {vf.pf_address} MAC {port.mac}, VLAN 0, "
@@ -200,29 +207,37 @@ def plan_plug(
                                  "settings": wanted}),
             Operation("set_vf", {"pf_address": vf.pf_address, "vf_index": vf.index,
                                  "settings": original}),
+            after=first,
         )
     )
+    driver_step = None
     if port.mode == FORWARDER:
         driver = port.relay_driver or opts.vfio_driver
+        driver_step = len(steps)
         steps.append(
             Step(
                 f"bind VF {vf.address} to {driver}",
                 Operation("bind_driver", {"address": vf.address, "driver": driver}),
                 Operation("bind_driver", {"address": vf.address, "driver": snapshot.driver}),
+                after=(vf_step,),
             )
         )
-    renamed = f" name {name}," if name != rep.name else ""
+    renamed = name != rep.name
+    link_step = len(steps)
     steps.append(
         Step(
-            f"set representor {rep.name}{renamed} MTU {port.mtu} and up",
+            f"set representor {rep.name}{f' name {name},' if renamed else ''} "
+            f"MTU {port.mtu} and up",
             # One step and one netlink session: rename (honouring the VIF's
             # representor_name), MTU and state; the undo restores all three.
             Operation("configure_link",
                       {"ifname": rep.name, "new_name": name, "mtu": port.mtu, "up": True}),
             Operation("configure_link",
                       {"ifname": name, "new_name": rep.name, "mtu": rep.mtu, "up": rep.up}),
+            after=first,
         )
     )
+    bridge_step = len(steps)
     steps.append(
         Step(
             f"ensure bridge {port.bridge}",
@@ -231,6 +246,7 @@ def plan_plug(
                 {"bridge": port.bridge,
                  "datapath_type": port.datapath_type or opts.default_datapath_type},
             ),
+            after=first,
         )
     )
     steps.append(
@@ -248,9 +264,10 @@ def plan_plug(
                 },
             ),
             Operation("ovs_delete_port", {"port": name}),
+            after=(link_step, bridge_step) if renamed else (bridge_step,),
         )
     )
-    if port.mode == FORWARDER:
+    if driver_step is not None:
         steps.append(
             Step(
                 f"relay VF {vf.address} to {port.vhost_path} (virtio-forwarder ADD_SOCK)",
@@ -258,6 +275,7 @@ def plan_plug(
                                             "vhost_path": port.vhost_path}),
                 Operation("forwarder_remove", {"vf_address": vf.address,
                                                "vhost_path": port.vhost_path}),
+                after=(driver_step,),
             )
         )
     if opts.hook:

@@ -25,7 +25,6 @@ import time
 from collections.abc import Iterator
 from typing import Any, Protocol
 
-from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from smartnic_vif.host import netdev
@@ -94,12 +93,15 @@ class LinuxKernel:
 
     def get_vf(self, pf_address: str, vf_index: int) -> dict[str, Any]:
         pf = _pf_netdev(self.root, pf_address)
-        with IPRoute() as ipr:
+
+        def read(ipr: Any) -> Any:
             index = ipr.link_lookup(ifname=pf)
             if not index:
                 raise NotFound(f"PF netdev {pf} does not exist")
             # RTEXT_FILTER_VF: ask the kernel to include IFLA_VFINFO_LIST.
-            msg = ipr.get_links(index[0], ext_mask=1)[0]
+            return ipr.get_links(index[0], ext_mask=1)[0]
+
+        msg = netdev.with_socket(None, read)
         vfinfo = msg.get_attr("IFLA_VFINFO_LIST")
         for info in vfinfo.get_attrs("IFLA_VF_INFO") if vfinfo else []:
             mac = info.get_attr("IFLA_VF_MAC")
@@ -132,7 +134,8 @@ class LinuxKernel:
             spec["spoofchk"] = int(settings["spoofchk"])
         if "link_state" in settings:
             spec["link_state"] = _LINK_STATE_VALUES[settings["link_state"]]
-        with IPRoute() as ipr:
+
+        def change(ipr: Any) -> None:
             index = ipr.link_lookup(ifname=pf)
             if not index:
                 raise NotFound(f"PF netdev {pf} does not exist")
@@ -143,6 +146,8 @@ class LinuxKernel:
                     f"cannot set VF {vf_index} of PF {pf_address} ({pf}) to {settings}: "
                     f"{os.strerror(e.code) if e.code else e}"
                 ) from e
+
+        netdev.with_socket(None, change)
 
     def bind_driver(self, address: str, driver: str | None) -> str | None:
         """Bind ``address`` to ``driver`` (None: leave unbound); returns the
@@ -236,9 +241,7 @@ class SimulatedKernel:
                     mac = state.get("netdev_mac")
                 if mac:
                     with contextlib.suppress(NotFound):
-                        netdev.in_netns(
-                            state["netns"], lambda: netdev.set_link(state["netdev"], mac=mac)
-                        )
+                        netdev.set_link(state["netdev"], netns=state["netns"], mac=mac)
 
     def bind_driver(self, address: str, driver: str | None) -> str | None:
         dev = _pci_dir(self.root, address)

@@ -1,9 +1,9 @@
 """Durable per-port state: VF claims and the journal of applied plans.
 
 One SQLite database (WAL) under ``state_path``. A row is written *before* the
-host is touched (phase ``plugging``, with the whole plan) and its progress is
-advanced after every step, so a crash at any point leaves enough to finish or
-undo the work (``smartnic-vif reconcile``). ``vf_address`` is UNIQUE: two
+host is touched (phase ``plugging``, with the whole plan) and its progress
+(``steps_started``) is advanced before steps start, so a crash at any point
+leaves enough to finish or undo the work (``smartnic-vif reconcile``). ``vf_address`` is UNIQUE: two
 processes can never claim one VF.
 """
 
@@ -30,7 +30,7 @@ CREATE TABLE IF NOT EXISTS ports (
     phase       TEXT NOT NULL,
     request     TEXT NOT NULL,
     plan        TEXT,
-    done_steps  INTEGER NOT NULL DEFAULT 0,
+    steps_started INTEGER NOT NULL DEFAULT 0,
     pid         INTEGER,
     updated     REAL NOT NULL
 );
@@ -54,7 +54,7 @@ class PortRecord:
     phase: str
     request: dict[str, Any]
     plan: Plan | None
-    done_steps: int
+    steps_started: int
     pid: int | None
     updated: float
 
@@ -66,7 +66,7 @@ class PortRecord:
             "phase": self.phase,
             "request": self.request,
             "plan": self.plan.to_dict() if self.plan else None,
-            "done_steps": self.done_steps,
+            "steps_started": self.steps_started,
             "pid": self.pid,
             "updated": self.updated,
         }
@@ -79,6 +79,17 @@ class StateStore:
         self._local = threading.local()
         with self._db() as db:
             db.executescript(SCHEMA)
+            columns = {row[1] for row in db.execute("PRAGMA table_info(ports)")}
+            if "done_steps" in columns:
+                # Progress used to be written after each step ("done"), so
+                # an interrupted row may have run one step more than it
+                # says; it is now written before steps start. Count that
+                # step as started (undoing a step that did not run is safe).
+                db.execute("BEGIN IMMEDIATE")
+                db.execute("ALTER TABLE ports RENAME COLUMN done_steps TO steps_started")
+                db.execute("UPDATE ports SET steps_started = steps_started + 1"
+                           " WHERE phase IN ('plugging', 'unplugging')")
+                db.execute("COMMIT")
 
     @contextlib.contextmanager
     def _db(self) -> Iterator[sqlite3.Connection]:
@@ -106,12 +117,12 @@ class StateStore:
             phase=phase,
             request=json.loads(request),
             plan=Plan.from_dict(json.loads(plan)) if plan else None,
-            done_steps=done,
+            steps_started=done,
             pid=pid,
             updated=updated,
         )
 
-    _COLUMNS = "port_id, vf_address, mode, phase, request, plan, done_steps, pid, updated"
+    _COLUMNS = "port_id, vf_address, mode, phase, request, plan, steps_started, pid, updated"
 
     def get(self, port_id: str) -> PortRecord | None:
         with self._db() as db:
@@ -175,18 +186,18 @@ class StateStore:
         return record
 
     def set_plan(self, port_id: str, plan: Plan, phase: str) -> None:
-        self._update(port_id, plan=json.dumps(plan.to_dict()), phase=phase, done_steps=0)
+        self._update(port_id, plan=json.dumps(plan.to_dict()), phase=phase, steps_started=0)
 
-    def set_phase(self, port_id: str, phase: str, done_steps: int | None = None) -> None:
+    def set_phase(self, port_id: str, phase: str, steps_started: int | None = None) -> None:
         if phase not in PHASES:
             raise ValueError(phase)
-        if done_steps is None:
+        if steps_started is None:
             self._update(port_id, phase=phase)
         else:
-            self._update(port_id, phase=phase, done_steps=done_steps)
+            self._update(port_id, phase=phase, steps_started=steps_started)
 
-    def set_progress(self, port_id: str, done_steps: int) -> None:
-        self._update(port_id, done_steps=done_steps)
+    def set_progress(self, port_id: str, steps_started: int) -> None:
+        self._update(port_id, steps_started=steps_started)
 
     def _update(self, port_id: str, **columns: Any) -> None:
         columns["updated"] = time.time()

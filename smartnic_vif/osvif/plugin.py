@@ -153,7 +153,7 @@ class SmartNICPlugin(plugin.PluginBase):
                     self._reapply(record.plan)
                     return
                 # A crashed plug or unplug left this: undo what it did first.
-                self._undo(record.plan, record.done_steps, port.port_id)
+                self._undo(record.plan, record.steps_started, port.port_id)
             self.store.claim(port.port_id, port.vf_address, port.mode, _request_dict(port))
             try:
                 plan = self.plan_port(port)
@@ -163,7 +163,9 @@ class SmartNICPlugin(plugin.PluginBase):
             self.store.set_plan(port.port_id, plan, "plugging")
             _failpoint(0)
             try:
-                executor.execute(plan, self.host, on_progress=lambda n: self._progress(port, n))
+                executor.execute(plan, self.host,
+                                 on_progress=lambda n: self.store.set_progress(port.port_id, n),
+                                 on_done=_failpoint)
             except PlanStepFailed as e:
                 if e.undo_errors:
                     # Leave the journal so that reconcile (or the next unplug)
@@ -196,14 +198,10 @@ class SmartNICPlugin(plugin.PluginBase):
                 if errors:
                     raise SmartNICError("unplug incomplete: " + "; ".join(errors))
                 return
-            self._undo(record.plan, record.done_steps, port.port_id)
+            self._undo(record.plan, record.steps_started, port.port_id)
             hook = decide.post_unplug_hook(record.plan) if self.options.hook else None
             if hook is not None:
                 executor.call(self.host, hook)
-
-    def _progress(self, port: decide.PortRequest, done: int) -> None:
-        self.store.set_progress(port.port_id, done)
-        _failpoint(done)
 
     def recover(self, port_id: str) -> str:
         """After a crash: undo a half-done plug or finish a half-done unplug
@@ -222,17 +220,17 @@ class SmartNICPlugin(plugin.PluginBase):
             if record.plan is None:
                 self.store.release(port_id)
                 return "released a claim whose plug never touched the host"
-            # A crash between a step and its progress write leaves that step
-            # unrecorded; every undo is safe on a step that was not done, so
-            # undo one step more than recorded.
-            upto = min(record.done_steps + 1, len(record.plan.steps))
+            # Progress is written before steps start, so the steps recorded
+            # as started are all that may have run (some perhaps not: every
+            # undo is safe on a step that did not run).
+            upto = min(record.steps_started, len(record.plan.steps))
             self._undo(record.plan, upto, port_id)
             # "plugging" -> "plug", "unplugging" -> "unplug"
             return f"undid {upto} step(s) of an interrupted {record.phase.removesuffix('ging')}"
 
-    def _undo(self, plan: Plan, done_steps: int, port_id: str) -> None:
+    def _undo(self, plan: Plan, steps_started: int, port_id: str) -> None:
         self.store.set_phase(port_id, "unplugging")
-        errors = executor.undo(plan.steps[:done_steps], self.host)
+        errors = executor.undo(plan.steps[:steps_started], self.host)
         if errors:
             raise SmartNICError(f"unplug of port {port_id} incomplete: " + "; ".join(errors))
         self.store.release(port_id)
@@ -271,11 +269,11 @@ class SmartNICPlugin(plugin.PluginBase):
         self.ovs_plugin.unplug(self._pinned(vif, port), instance_info)
 
 
-def _failpoint(done_steps: int) -> None:
-    """Crash-consistency tests kill the process after a given step (never set
-    in production): SMARTNIC_VIF_TEST_KILL_AFTER_STEP=N."""
+def _failpoint(steps_done: int) -> None:
+    """Crash-consistency tests kill the process once N steps are done (never
+    set in production): SMARTNIC_VIF_TEST_KILL_AFTER_STEP=N."""
     kill_after = os.environ.get("SMARTNIC_VIF_TEST_KILL_AFTER_STEP")
-    if kill_after is not None and kill_after == str(done_steps):
+    if kill_after is not None and kill_after == str(steps_done):
         os.kill(os.getpid(), signal.SIGKILL)
 
 

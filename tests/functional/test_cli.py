@@ -714,14 +714,16 @@ def test_killed_attach_is_undone_by_reconcile_after_every_step(sim: Sim) -> None
         assert _processes_mentioning(port_id) == [], where
 
         [port] = sim.status(expect=1)["ports"]
-        assert (port["port_id"], port["vf"], port["phase"], port["done_steps"]) == (
-            port_id, vf, "plugging", n), where
+        assert (port["port_id"], port["vf"], port["phase"]) == (port_id, vf, "plugging"), where
+        # Progress is journalled before steps start, and independent steps
+        # run side by side: at least the n steps done were recorded as started.
+        started = port["steps_started"]
+        assert started == 0 if n == 0 else n <= started <= steps, (where, started)
         assert port["drift"] == ["interrupted in phase plugging: run reconcile"], where
 
         actions = sim.json("reconcile")["actions"]
-        undone = min(n + 1, steps)
         assert actions == [{"port_id": port_id, "vf": vf,
-                            "action": f"undid {undone} step(s) of an interrupted plug"}], where
+                            "action": f"undid {started} step(s) of an interrupted plug"}], where
 
         assert sim.ovs_ports(port_id) == [], where
         assert sim.vf_state(vf) == vf_before, where
