@@ -88,8 +88,8 @@ class Host:
         """The VF's current settings, driver and representor link."""
         inv = self.inventory()
         vf = inv.vf(vf_address)
-        settings = privileged.get_vf(self.sysfs_root, self.kernel_backend, vf.pf_address, vf.index)
-        link = privileged.get_link(representor)
+        settings, link = privileged.get_vf_and_link(
+            self.sysfs_root, self.kernel_backend, vf.pf_address, vf.index, representor)
         if link is None:
             raise NotFound(
                 f"representor {representor} of VF {vf.index} of PF {vf.pf_address} "

@@ -21,10 +21,12 @@ import errno
 import fcntl
 import json
 import os
+import threading
 import time
-from collections.abc import Iterator
-from typing import Any, Protocol
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol, TypeVar
 
+from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from smartnic_vif.host import netdev
@@ -35,6 +37,7 @@ _LINK_STATES = {0: "auto", 1: "enable", 2: "disable"}
 _LINK_STATE_VALUES = {v: k for k, v in _LINK_STATES.items()}
 VF_SETTING_KEYS = ("mac", "vlan", "qos", "trust", "spoofchk", "link_state")
 SIM_STATE_DIR = "smartnic-sim"
+T = TypeVar("T")
 
 
 class Kernel(Protocol):
@@ -85,6 +88,21 @@ def _pf_netdev(root: str, pf_address: str) -> str:
     raise NotFound(f"PF {pf_address} has no network device under {net}")
 
 
+_IPROUTE_LOCK = threading.Lock()
+_iproute: Any = None
+
+
+def _with_iproute(fn: Callable[[Any], T]) -> T:
+    """``fn(ipr)`` with a kept pyroute2 IPRoute (its VF encoders and
+    decoders); pyroute2 gives each thread its own socket under it."""
+    global _iproute
+    with _IPROUTE_LOCK:
+        if _iproute is None:
+            _iproute = IPRoute()
+        ipr = _iproute
+    return fn(ipr)
+
+
 class LinuxKernel:
     """VF settings through netlink on the PF, binding through sysfs."""
 
@@ -101,7 +119,7 @@ class LinuxKernel:
             # RTEXT_FILTER_VF: ask the kernel to include IFLA_VFINFO_LIST.
             return ipr.get_links(index[0], ext_mask=1)[0]
 
-        msg = netdev.with_socket(None, read)
+        msg = _with_iproute(read)
         vfinfo = msg.get_attr("IFLA_VFINFO_LIST")
         for info in vfinfo.get_attrs("IFLA_VF_INFO") if vfinfo else []:
             mac = info.get_attr("IFLA_VF_MAC")
@@ -147,7 +165,7 @@ class LinuxKernel:
                     f"{os.strerror(e.code) if e.code else e}"
                 ) from e
 
-        netdev.with_socket(None, change)
+        _with_iproute(change)
 
     def bind_driver(self, address: str, driver: str | None) -> str | None:
         """Bind ``address`` to ``driver`` (None: leave unbound); returns the

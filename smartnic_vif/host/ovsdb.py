@@ -798,7 +798,7 @@ class OvsdbClient:
                     "port %s moved from bridge %s to %s", c.spec.name, c.moved_from, c.spec.bridge
                 )
         with self._reading(what) as api:
-            infos = _port_infos(api, set(names))
+            infos = _port_infos(api, set(names), bridges={s.name: s.bridge for s in checked})
         by_name = {i.name: i for i in infos}
         missing = [n for n in names if n not in by_name]
         if missing:
@@ -829,13 +829,21 @@ class OvsdbClient:
             return _port_infos(api, None, iface_id=iface_id)
 
 
-def _port_infos(api: Any, names: set[str] | None, iface_id: str | None = None) -> list[PortInfo]:
+def _port_infos(
+    api: Any,
+    names: set[str] | None,
+    iface_id: str | None = None,
+    bridges: Mapping[str, str] | None = None,
+) -> list[PortInfo]:
     """PortInfo for ports named in ``names`` (all if None), optionally filtered
-    by iface-id. Must be called with the connection lock held."""
+    by iface-id. ``bridges``: each port's bridge when the caller knows it (a
+    port just written there), which spares a walk over every bridge's ports.
+    Must be called with the connection lock held."""
     bridge_of: dict[Any, str] = {}
-    for br in api.tables["Bridge"].rows.values():
-        for p in br.ports:
-            bridge_of[p.uuid] = br.name
+    if bridges is None:
+        for br in api.tables["Bridge"].rows.values():
+            for p in br.ports:
+                bridge_of[p.uuid] = br.name
     if names is not None:
         ports = [r for r in (_row(api, "Port", n) for n in sorted(names)) if r is not None]
     else:
@@ -852,7 +860,7 @@ def _port_infos(api: Any, names: set[str] | None, iface_id: str | None = None) -
         result.append(
             PortInfo(
                 name=p.name,
-                bridge=bridge_of.get(p.uuid),
+                bridge=bridges.get(p.name) if bridges is not None else bridge_of.get(p.uuid),
                 external_ids=external_ids,
                 mtu_request=_optional(iface.mtu_request),
                 ofport=_optional(iface.ofport),

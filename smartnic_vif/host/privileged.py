@@ -179,6 +179,19 @@ def get_vf(sysfs_root: str, backend: str, pf_address: str, vf_index: int) -> dic
 
 @context.entrypoint
 @_portable_errors
+def get_vf_and_link(
+    sysfs_root: str, backend: str, pf_address: str, vf_index: int, ifname: str
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """A VF's settings and a link (its representor) in one round trip: what
+    a plug must save before it changes either."""
+    settings = kernel.kernel_for(_backend(backend), _root(sysfs_root)).get_vf(
+        types.pci_address(pf_address, "pf_address"), types.vf_index(vf_index)
+    )
+    return settings, netdev.get_link(types.ifname(ifname))
+
+
+@context.entrypoint
+@_portable_errors
 def set_vf(
     sysfs_root: str, backend: str, pf_address: str, vf_index: int, settings: dict[str, Any]
 ) -> None:

@@ -152,9 +152,16 @@ class StateStore:
         return dict(rows)
 
     def claim(
-        self, port_id: str, vf_address: str | None, mode: str, request: dict[str, Any]
-    ) -> PortRecord:
-        """Claim ``vf_address`` for ``port_id`` (idempotent for the same pair)."""
+        self,
+        port_id: str,
+        vf_address: str | None,
+        mode: str,
+        request: dict[str, Any],
+        plan: Plan | None = None,
+    ) -> None:
+        """Claim ``vf_address`` for ``port_id`` (idempotent for the same pair).
+        With ``plan``, also journal it (phase ``plugging``, no step started)
+        in the same transaction."""
         with self._db() as db:
             db.execute("BEGIN IMMEDIATE")
             try:
@@ -177,16 +184,16 @@ class StateStore:
                         (port_id, vf_address, mode, json.dumps(request), os.getpid(),
                          time.time()),
                     )
+                if plan is not None:
+                    db.execute(
+                        "UPDATE ports SET plan = ?, phase = 'plugging', steps_started = 0,"
+                        " pid = ?, updated = ? WHERE port_id = ?",
+                        (json.dumps(plan.to_dict()), os.getpid(), time.time(), port_id),
+                    )
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
-        record = self.get(port_id)
-        assert record is not None
-        return record
-
-    def set_plan(self, port_id: str, plan: Plan, phase: str) -> None:
-        self._update(port_id, plan=json.dumps(plan.to_dict()), phase=phase, steps_started=0)
 
     def set_phase(self, port_id: str, phase: str, steps_started: int | None = None) -> None:
         if phase not in PHASES:

@@ -154,13 +154,11 @@ class SmartNICPlugin(plugin.PluginBase):
                     return
                 # A crashed plug or unplug left this: undo what it did first.
                 self._undo(record.plan, record.steps_started, port.port_id)
-            self.store.claim(port.port_id, port.vf_address, port.mode, _request_dict(port))
-            try:
-                plan = self.plan_port(port)
-            except Exception:
-                self.store.release(port.port_id)
-                raise
-            self.store.set_plan(port.port_id, plan, "plugging")
+            # Planning only reads the host; the claim and the plan are then
+            # journalled together, before anything changes.
+            plan = self.plan_port(port)
+            self.store.claim(port.port_id, port.vf_address, port.mode, _request_dict(port),
+                             plan=plan)
             _failpoint(0)
             try:
                 executor.execute(plan, self.host,

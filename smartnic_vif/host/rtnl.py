@@ -1,0 +1,237 @@
+"""A lean rtnetlink transport: pyroute2's message codecs on a plain socket.
+
+pyroute2 encodes and parses the messages (``ifinfmsg``, its NLA classes and
+its rtnetlink marshal); this module only sends one request and reads its
+answer on a blocking socket. pyroute2's own IPRoute runs every request
+through an asyncio event loop, which costs about four times the request
+itself and a new loop per socket; a plug makes several link requests, so
+the hot path uses this instead. Everything else (the VF settings of a real
+PF, for one) keeps using pyroute2's IPRoute.
+
+Sockets are kept: one per thread in this process's namespace, one per other
+namespace (opened from a short-lived thread switched into it: a netlink
+socket stays in the namespace it was opened in, whoever uses it later).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import socket
+import threading
+from typing import Any
+
+from pyroute2 import netns as pyroute2_netns
+from pyroute2.netlink import NLM_F_ACK, NLM_F_MULTI, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR
+from pyroute2.netlink.exceptions import NetlinkError
+from pyroute2.netlink.rtnl import RTM_GETLINK, RTM_NEWLINK
+from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
+from pyroute2.netlink.rtnl.marshal import MarshalRtnl
+
+from smartnic_vif.model.errors import HostOperationError, NotFound
+
+NETLINK_ROUTE = 0
+IFF_UP = 0x1
+TIMEOUT_SECONDS = 10.0
+_sequence = itertools.count(1)
+
+
+class RtnlSocket:
+    """One NETLINK_ROUTE socket; requests on it are serialised."""
+
+    def __init__(self) -> None:
+        self._sock = socket.socket(
+            socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_ROUTE
+        )
+        self._sock.bind((0, 0))
+        self._sock.settimeout(TIMEOUT_SECONDS)
+        self._marshal = MarshalRtnl()
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        self._sock.close()
+
+    def request(self, msg: Any, msg_type: int, flags: int) -> list[Any]:
+        """Send ``msg``; return its answers (empty for a bare ACK). A kernel
+        error raises pyroute2's NetlinkError with the errno."""
+        seq = next(_sequence) & 0xFFFFFFFF
+        msg["header"]["type"] = msg_type
+        msg["header"]["flags"] = flags | NLM_F_REQUEST
+        msg["header"]["sequence_number"] = seq
+        msg.encode()
+        answers: list[Any] = []
+        with self._lock:
+            self._sock.send(msg.data)
+            while True:
+                try:
+                    data = self._sock.recv(65536)
+                except TimeoutError as e:
+                    raise HostOperationError(
+                        f"no answer from the kernel to a netlink request in {TIMEOUT_SECONDS}s"
+                    ) from e
+                for answer in self._marshal.parse(data):
+                    header = answer["header"]
+                    if header["sequence_number"] != seq:
+                        continue  # left over from a request that timed out
+                    if header["type"] == NLMSG_ERROR:
+                        code = answer["error"]
+                        if code:
+                            raise NetlinkError(-code, os.strerror(-code))
+                        return answers
+                    if header["type"] == NLMSG_DONE:
+                        return answers
+                    answers.append(answer)
+                    if not header["flags"] & NLM_F_MULTI:
+                        return answers
+
+    # -- link requests ----------------------------------------------------------
+    def get_link(self, ifname: str) -> Any | None:
+        """The RTM_NEWLINK answer for ``ifname``, or None if there is none."""
+        msg = ifinfmsg()
+        msg["attrs"] = [("IFLA_IFNAME", ifname)]
+        try:
+            answers = self.request(msg, RTM_GETLINK, 0)
+        except NetlinkError as e:
+            if e.code in (19, 2):  # ENODEV, ENOENT
+                return None
+            raise
+        return answers[0] if answers else None
+
+    def set_link(
+        self,
+        *,
+        index: int = 0,
+        ifname: str | None = None,
+        new_name: str | None = None,
+        mtu: int | None = None,
+        mac: str | None = None,
+        up: bool | None = None,
+    ) -> None:
+        """One RTM_NEWLINK on an existing link, found by ``index`` or else by
+        ``ifname``. The kernel applies MTU and MAC, then the name, then the
+        state."""
+        msg = ifinfmsg()
+        msg["index"] = index
+        attrs: list[tuple[str, Any]] = []
+        if not index and ifname is not None:
+            attrs.append(("IFLA_IFNAME", ifname))
+        elif new_name is not None:
+            attrs.append(("IFLA_IFNAME", new_name))
+        if mtu is not None:
+            attrs.append(("IFLA_MTU", mtu))
+        if mac is not None:
+            attrs.append(("IFLA_ADDRESS", mac))
+        if up is not None:
+            msg["flags"] = IFF_UP if up else 0
+            msg["change"] = IFF_UP
+        msg["attrs"] = attrs
+        # NLM_F_ACK without NLM_F_CREATE: change only, never create.
+        self.request(msg, RTM_NEWLINK, NLM_F_ACK)
+
+
+_local = threading.local()
+
+
+def root_socket() -> RtnlSocket:
+    """This thread's socket in this process's own namespace."""
+    sock: RtnlSocket | None = getattr(_local, "sock", None)
+    if sock is None or getattr(_local, "pid", None) != os.getpid():
+        sock = _local.sock = RtnlSocket()
+        _local.pid = os.getpid()
+    return sock
+
+
+CLONE_NEWNET = 0x40000000
+_NETNS_LOCK = threading.Lock()
+# name -> ((st_dev, st_ino) of the namespace, its socket)
+_netns_sockets: dict[str, tuple[tuple[int, int], RtnlSocket]] = {}
+
+
+def _netns_path(name: str) -> str:
+    return os.path.join(pyroute2_netns.NETNS_RUN_DIR, name)
+
+
+def _open_in(name: str) -> tuple[tuple[int, int], RtnlSocket]:
+    """A socket opened by a thread switched into namespace ``name``."""
+    box: list[Any] = []
+
+    def target() -> None:
+        try:
+            # O_RDONLY on the existing file: pyroute2's setns(name) would
+            # create a missing namespace as a side effect (O_CREAT default).
+            fd = os.open(_netns_path(name), os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            box.append(NotFound(f"network namespace {name} does not exist"))
+            return
+        try:
+            st = os.fstat(fd)
+            pyroute2_netns.setns(fd, flags=0)
+            box.append(((st.st_dev, st.st_ino), RtnlSocket()))
+        except OSError as e:
+            # EPERM without CAP_SYS_ADMIN, for one: say so, never lose it.
+            box.append(HostOperationError(f"cannot enter network namespace {name}: {e}"))
+        finally:
+            os.close(fd)
+
+    # The thread ends here, and with it its namespace switch.
+    thread = threading.Thread(target=target, name=f"netns-{name}")
+    thread.start()
+    thread.join()
+    if isinstance(box[0], Exception):
+        raise box[0]
+    result: tuple[tuple[int, int], RtnlSocket] = box[0]
+    return result
+
+
+def netns_socket(name: str) -> RtnlSocket:
+    """The kept socket in namespace ``name``. A namespace deleted or made anew
+    under the same name gets a new socket (the old one would keep the old
+    namespace alive); sockets of deleted namespaces are closed on the way."""
+    try:
+        st = os.stat(_netns_path(name))
+    except FileNotFoundError:
+        _forget(name)
+        raise NotFound(f"network namespace {name} does not exist") from None
+    with _NETNS_LOCK:
+        kept = _netns_sockets.get(name)
+        if kept is not None and kept[0] == (st.st_dev, st.st_ino):
+            return kept[1]
+    identity, sock = _open_in(name)
+    with _NETNS_LOCK:
+        stale = [n for n, (ident, _) in _netns_sockets.items() if not _alive(n, ident)]
+        closing = [_netns_sockets.pop(n)[1] for n in stale]
+        previous = _netns_sockets.pop(name, None)
+        if previous is not None:
+            closing.append(previous[1])
+        _netns_sockets[name] = (identity, sock)
+    for old in closing:
+        old.close()
+    return sock
+
+
+def _alive(name: str, identity: tuple[int, int]) -> bool:
+    try:
+        st = os.stat(_netns_path(name))
+    except OSError:
+        return False
+    return (st.st_dev, st.st_ino) == identity
+
+
+def _forget(name: str) -> None:
+    with _NETNS_LOCK:
+        kept = _netns_sockets.pop(name, None)
+    if kept is not None:
+        kept[1].close()
+
+
+def socket_for(netns: str | None) -> RtnlSocket:
+    return netns_socket(netns) if netns else root_socket()
+
+
+def close_all() -> None:
+    """Close the kept namespace sockets (tests, shutdown)."""
+    with _NETNS_LOCK:
+        kept = list(_netns_sockets.values())
+        _netns_sockets.clear()
+    for _, sock in kept:
+        sock.close()
