@@ -217,31 +217,40 @@ class SimulatedKernel:
         return os.path.join(self.state_dir, address + ".json")
 
     @contextlib.contextmanager
-    def _locked(self, address: str) -> Iterator[dict[str, Any]]:
-        path = self._path(address)
-        with open(path + ".lock", "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                with open(path) as f:
-                    state = json.load(f)
-            except FileNotFoundError:
-                raise NotFound(f"simulated host has no VF {address}") from None
+    def state(self, address: str) -> Iterator[dict[str, Any]]:
+        """VF ``address``'s state under its lock (flock on the file itself,
+        across processes); what the caller changes is written back.
+
+        The file is rewritten in place with one pwrite, never replaced: on
+        ext4 a rename over an existing file flushes its data first, which made
+        each write cost more than the rest of a VF change. The new text is
+        padded with spaces to the old length (JSON allows trailing
+        whitespace), so a reader never sees a torn or stale tail."""
+        try:
+            fd = os.open(self._path(address), os.O_RDWR | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise NotFound(f"simulated host has no VF {address}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            raw = os.pread(fd, os.fstat(fd).st_size, 0)
+            state = json.loads(raw)
             before = json.dumps(state, sort_keys=True)
             yield state
-            if json.dumps(state, sort_keys=True) != before:
-                tmp = f"{path}.{os.getpid()}.tmp"
-                with open(tmp, "w") as f:
-                    json.dump(state, f, sort_keys=True)
-                os.replace(tmp, path)
+            after = json.dumps(state, sort_keys=True)
+            if after != before:
+                data = after.encode()
+                os.pwrite(fd, data.ljust(len(raw)), 0)
+        finally:
+            os.close(fd)  # releases the lock
 
     def get_vf(self, pf_address: str, vf_index: int) -> dict[str, Any]:
         address = vf_address(self.root, pf_address, vf_index)
-        with self._locked(address) as state:
+        with self.state(address) as state:
             return {k: state[k] for k in VF_SETTING_KEYS}
 
     def set_vf(self, pf_address: str, vf_index: int, settings: dict[str, Any]) -> None:
         address = vf_address(self.root, pf_address, vf_index)
-        with self._locked(address) as state:
+        with self.state(address) as state:
             if state.get("fail_set_vf"):
                 # Fault injection for tests: what a NIC firmware refusal looks like.
                 raise HostOperationError(
@@ -263,7 +272,7 @@ class SimulatedKernel:
 
     def bind_driver(self, address: str, driver: str | None) -> str | None:
         dev = _pci_dir(self.root, address)
-        with self._locked(address) as state:
+        with self.state(address) as state:
             old = current_driver(self.root, address)
             if old == driver:
                 return old

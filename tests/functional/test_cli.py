@@ -20,7 +20,6 @@ test leaves the host as it found it; :meth:`Sim.snapshot` is how they prove it.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import secrets
@@ -154,15 +153,8 @@ class Sim:
     def set_vf_state(self, address: str, **changes: Any) -> None:
         """Change a VF behind the CLI's back, the way the simulated kernel
         writes its state (under its lock, atomically)."""
-        path = os.path.join(self.dir, kernel.SIM_STATE_DIR, "vfs", address + ".json")
-        with open(path + ".lock", "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            with open(path) as f:
-                state = json.load(f)
+        with kernel.SimulatedKernel(self.dir).state(address) as state:
             state.update(changes)
-            with open(path + ".test.tmp", "w") as f:
-                json.dump(state, f, sort_keys=True)
-            os.replace(path + ".test.tmp", path)
 
     @staticmethod
     def link(name: str) -> tuple[int, bool] | None:
