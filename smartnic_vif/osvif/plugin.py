@@ -32,7 +32,7 @@ from smartnic_vif.decisions import plug as decide
 from smartnic_vif.decisions.plan import Plan
 from smartnic_vif.host import executor
 from smartnic_vif.host.backend import Host
-from smartnic_vif.host.state import StateStore
+from smartnic_vif.host.state import StateStore, VfAlreadyClaimed
 from smartnic_vif.model.errors import PlanStepFailed, SmartNICError
 from smartnic_vif.osvif.objects import VIFPortProfileForwarder, VIFPortProfilePassthrough
 
@@ -154,6 +154,11 @@ class SmartNICPlugin(plugin.PluginBase):
                     return
                 # A crashed plug or unplug left this: undo what it did first.
                 self._undo(record.plan, record.steps_started, port.port_id)
+            owner = self.store.by_vf(port.vf_address)
+            if owner is not None and owner.port_id != port.port_id:
+                # Say so before planning: the owner may have renamed the
+                # representor, which would make planning fail less clearly.
+                raise VfAlreadyClaimed(port.vf_address, owner.port_id)
             # Planning only reads the host; the claim and the plan are then
             # journalled together, before anything changes.
             plan = self.plan_port(port)
