@@ -48,7 +48,7 @@ class PlanStepFailed(SmartNICError):
         self.step = step
         self.cause = cause
         self.undo_errors = undo_errors or []
-        msg = f"step '{step}' failed: {cause}"
+        msg = f"step '{step}' failed: {str(cause) or type(cause).__name__}"
         if self.undo_errors:
             msg += "; undo also failed for: " + "; ".join(self.undo_errors)
         super().__init__(msg)

@@ -1,0 +1,115 @@
+"""plan_plug: which steps a plug makes, what each one undoes, and which of
+them may run side by side."""
+
+from __future__ import annotations
+
+from smartnic_vif.decisions import plug
+from smartnic_vif.decisions.plan import Plan
+from tests.decisions.hosts import SMARTNIC_PF, mixed_host
+
+INVENTORY = mixed_host()
+VF = INVENTORY.pf(SMARTNIC_PF).vfs[3]
+assert VF.representor is not None
+REP = VF.representor.name
+SNAPSHOT = plug.VfSnapshot(
+    settings={"mac": "00:00:00:00:00:00", "vlan": 7, "qos": 0, "trust": False,
+              "spoofchk": True, "link_state": "auto"},
+    driver="nfp",
+    representor=plug.LinkState(name=REP, mtu=1500, up=False),
+)
+
+
+def port(mode: str = plug.PASSTHROUGH, **changes: object) -> plug.PortRequest:
+    values: dict[str, object] = dict(
+        port_id="11111111-2222-3333-4444-555555555555", mode=mode, mac="fa:16:3e:00:00:01",
+        bridge="br-int", mtu=9000, instance_uuid="66666666-7777-8888-9999-000000000000",
+        vf_address=VF.address,
+        vhost_path="/run/vhu/vhu11111111-22" if mode == plug.FORWARDER else None)
+    values.update(changes)
+    return plug.PortRequest(**values)  # type: ignore[arg-type]
+
+
+def names(p: Plan) -> list[str]:
+    return [s.do.name for s in p.steps]
+
+
+def index(p: Plan, name: str) -> int:
+    return names(p).index(name)
+
+
+def before(p: Plan, i: int) -> set[int]:
+    """Every step that must be done before step ``i`` starts, directly or not."""
+    found: set[int] = set()
+    todo = list(p.needs(i))
+    while todo:
+        j = todo.pop()
+        if j not in found:
+            found.add(j)
+            todo.extend(p.needs(j))
+    return found
+
+
+def test_passthrough_plan_sets_everything_and_its_undo_restores_the_snapshot() -> None:
+    p = plug.plan_plug(port(), INVENTORY, SNAPSHOT, plug.PlugOptions())
+    assert names(p) == ["set_vf", "configure_link", "ensure_bridge", "ovs_set_port"]
+    vf = p.steps[index(p, "set_vf")]
+    assert vf.do.args["settings"] == {"mac": "fa:16:3e:00:00:01", "vlan": 0, "qos": 0,
+                                      "trust": False, "spoofchk": True}
+    assert vf.undo is not None
+    assert vf.undo.args["settings"] == {"mac": "00:00:00:00:00:00", "vlan": 7, "qos": 0,
+                                        "trust": False, "spoofchk": True}
+    link = p.steps[index(p, "configure_link")]
+    assert link.undo is not None
+    assert link.undo.args == {"ifname": REP, "new_name": REP, "mtu": 1500, "up": False}
+    ovs = p.steps[index(p, "ovs_set_port")]
+    assert ovs.do.args["port"] == REP and ovs.do.args["mtu"] == 9000
+    assert ovs.undo is not None and ovs.undo.args == {"port": REP}
+
+
+def test_passthrough_steps_overlap_and_the_ovs_port_needs_only_its_bridge() -> None:
+    p = plug.plan_plug(port(), INVENTORY, SNAPSHOT, plug.PlugOptions())
+    assert p.needs(index(p, "set_vf")) == frozenset()
+    assert p.needs(index(p, "configure_link")) == frozenset()
+    assert p.needs(index(p, "ovs_set_port")) == {index(p, "ensure_bridge")}
+
+
+def test_a_renamed_representor_is_added_to_ovs_only_once_renamed() -> None:
+    p = plug.plan_plug(port(representor_name="vfrep3"), INVENTORY, SNAPSHOT,
+                       plug.PlugOptions())
+    link, ovs = index(p, "configure_link"), index(p, "ovs_set_port")
+    assert link in p.needs(ovs)
+    assert p.steps[ovs].do.args["port"] == "vfrep3"
+    assert p.steps[link].do.args == {"ifname": REP, "new_name": "vfrep3", "mtu": 9000,
+                                     "up": True}
+    # Undo (last first) deletes the OVS port before the name is given back.
+    assert p.steps[ovs].undo is not None and p.steps[ovs].undo.args == {"port": "vfrep3"}
+    assert link < ovs
+
+
+def test_forwarder_relay_waits_for_the_vfio_driver_and_unplug_unwinds_in_reverse() -> None:
+    p = plug.plan_plug(port(plug.FORWARDER), INVENTORY, SNAPSHOT, plug.PlugOptions())
+    bind, relay = index(p, "bind_driver"), index(p, "forwarder_add")
+    assert p.steps[bind].do.args == {"address": VF.address, "driver": "vfio-pci"}
+    assert p.steps[bind].undo is not None
+    assert p.steps[bind].undo.args == {"address": VF.address, "driver": "nfp"}
+    assert bind in p.needs(relay)
+    assert index(p, "set_vf") in p.needs(bind)  # the VF's own changes, one at a time
+    assert p.needs(index(p, "ovs_set_port")) == {index(p, "ensure_bridge")}
+    # Every undo happens in reverse index order: relay first, VF settings last.
+    assert relay == len(p.steps) - 1 and index(p, "set_vf") == 0
+
+
+def test_hooks_come_first_and_last_around_everything() -> None:
+    p = plug.plan_plug(port(plug.FORWARDER), INVENTORY, SNAPSHOT, plug.PlugOptions(hook=True))
+    assert names(p)[0] == names(p)[-1] == "run_hook"
+    assert p.steps[0].do.args["phase"] == "pre-plug"
+    assert p.steps[-1].do.args["phase"] == "post-plug"
+    for i in range(1, len(p.steps) - 1):
+        assert 0 in before(p, i), p.steps[i].title
+    assert p.needs(len(p.steps) - 1) == frozenset(range(len(p.steps) - 1))
+
+
+def test_the_plan_round_trips_through_the_journal_format() -> None:
+    p = plug.plan_plug(port(plug.FORWARDER, representor_name="vfrep3"), INVENTORY, SNAPSHOT,
+                       plug.PlugOptions(hook=True))
+    assert Plan.from_dict(p.to_dict()) == p

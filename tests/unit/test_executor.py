@@ -1,0 +1,171 @@
+"""The executor: order, overlap, write-ahead progress and rollback.
+
+A recording backend stands in for the host; steps that must overlap meet at a
+barrier (a strictly sequential run would break it), so nothing here depends
+on timing.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from smartnic_vif.decisions.plan import Operation, Plan, Step
+from smartnic_vif.host import executor
+from smartnic_vif.model.errors import PlanStepFailed
+
+
+class Recorder:
+    OPERATIONS = frozenset({"work", "rollback", "meet"})
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.events: list[tuple[str, str]] = []
+        self.threads: dict[str, int] = {}
+        self.progress: list[int] = []
+        self.barrier = threading.Barrier(2, timeout=10)
+        self.fail: set[str] = set()
+
+    def _log(self, kind: str, name: str) -> None:
+        with self.lock:
+            self.events.append((kind, name))
+
+    def work(self, name: str) -> None:
+        self.threads[name] = threading.get_ident()
+        self._log("start", name)
+        if name in self.fail:
+            self._log("fail", name)
+            raise RuntimeError(f"{name} broke")
+        self._log("end", name)
+
+    def meet(self, name: str) -> None:
+        """Runs only if another step reaches the barrier at the same time."""
+        self._log("start", name)
+        self.barrier.wait()
+        if name in self.fail:
+            raise RuntimeError(f"{name} broke")
+        self._log("end", name)
+
+    def rollback(self, name: str) -> None:
+        self._log("undo", name)
+
+    def ended(self) -> list[str]:
+        return [n for k, n in self.events if k == "end"]
+
+
+def step(name: str, after: tuple[int, ...] | None = None, op: str = "work") -> Step:
+    return Step(name, Operation(op, {"name": name}), Operation("rollback", {"name": name}),
+                after=after)
+
+
+def plan(*steps: Step) -> Plan:
+    return Plan("plug", "port-1", "passthrough", tuple(steps))
+
+
+def run(p: Plan, rec: Recorder) -> None:
+    executor.execute(p, rec, on_progress=rec.progress.append)
+
+
+def test_a_plan_without_dependencies_runs_in_order_on_the_calling_thread() -> None:
+    rec = Recorder()
+    run(plan(step("a"), step("b"), step("c")), rec)
+    assert rec.ended() == ["a", "b", "c"]
+    assert set(rec.threads.values()) == {threading.get_ident()}
+    # Written before each step starts: 1 before a, 2 before b, 3 before c.
+    assert rec.progress == [1, 2, 3]
+
+
+def test_independent_steps_run_at_the_same_time() -> None:
+    rec = Recorder()
+    # Each "meet" step waits at a barrier for the other: run one after the
+    # other, the first would time out and fail the plan.
+    run(plan(step("x", after=(), op="meet"), step("y", after=(), op="meet")), rec)
+    assert sorted(rec.ended()) == ["x", "y"]
+    # Both were journalled as started before either ran.
+    assert rec.progress == [2]
+
+
+def test_a_step_starts_only_after_the_steps_it_names() -> None:
+    rec = Recorder()
+    run(plan(step("vf", after=()), step("bridge", after=()), step("port", after=(1,)),
+             step("relay", after=(0,)), step("hook")), rec)
+    order = rec.ended()
+    assert order.index("bridge") < order.index("port")
+    assert order.index("vf") < order.index("relay")
+    assert order[-1] == "hook"  # no "after": it waits for every earlier step
+    assert rec.progress == sorted(rec.progress) and rec.progress[-1] == 5
+
+
+def test_progress_is_written_before_the_step_it_covers_starts() -> None:
+    rec = Recorder()
+    seen: dict[str, int] = {}
+
+    class Checking(Recorder):
+        def work(self, name: str) -> None:
+            seen[name] = rec.progress[-1]
+            super().work(name)
+
+    checking = Checking()
+    executor.execute(plan(step("a"), step("b", after=()), step("c", after=(0,))), checking,
+                     on_progress=rec.progress.append)
+    assert seen["a"] >= 1 and seen["b"] >= 2 and seen["c"] >= 3
+
+
+def test_a_failure_undoes_every_finished_step_last_first_and_starts_no_more() -> None:
+    rec = Recorder()
+    rec.fail.add("port")
+    p = plan(step("vf", after=()), step("link", after=()), step("bridge", after=()),
+             step("port", after=(2,)), step("relay", after=(3,)))
+    with pytest.raises(PlanStepFailed) as caught:
+        run(p, rec)
+    assert caught.value.step == "port"
+    assert "port broke" in str(caught.value)
+    assert ("start", "relay") not in rec.events
+    undone = [n for k, n in rec.events if k == "undo"]
+    # Every step that finished, highest index first; never the failed one.
+    assert undone == ["bridge", "link", "vf"]
+    assert rec.progress[-1] == 0  # the undo completed: nothing is left started
+
+
+def test_a_failure_beside_running_steps_waits_for_them_and_undoes_them_too() -> None:
+    rec = Recorder()
+    rec.fail.add("y")
+    p = plan(step("a"), step("x", after=(0,), op="meet"), step("y", after=(0,), op="meet"))
+    with pytest.raises(PlanStepFailed) as caught:
+        run(p, rec)
+    assert caught.value.step == "y"
+    assert [n for k, n in rec.events if k == "undo"] == ["x", "a"]
+
+
+def test_an_error_without_a_message_is_named_by_its_type() -> None:
+    class Silent(Recorder):
+        def work(self, name: str) -> None:
+            raise AssertionError
+
+    with pytest.raises(PlanStepFailed, match="step 'a' failed: AssertionError"):
+        executor.execute(plan(step("a")), Silent())
+
+
+def test_plans_refuse_dependencies_on_later_steps_and_round_trip_them() -> None:
+    with pytest.raises(ValueError, match="step 1 .* earlier steps"):
+        plan(step("a", after=(0,)))
+    with pytest.raises(ValueError, match="step 2"):
+        plan(step("a"), step("b", after=(2,)))
+    p = plan(step("a"), step("b", after=()), step("c", after=(0, 1)), step("d"))
+    again = Plan.from_dict(p.to_dict())
+    assert again == p
+    assert [again.needs(i) for i in range(4)] == [
+        frozenset(), frozenset(), frozenset({0, 1}), frozenset({0, 1, 2})]
+    text = p.describe()
+    assert "2. b  [starts with the plan]" in text
+    assert "3. c  [after 1, 2]" in text
+    assert "4. d\n" in text
+
+
+def test_unknown_operations_are_refused_before_anything_runs() -> None:
+    rec = Recorder()
+    bad = plan(Step("evil", Operation("__init__", {})))
+    with pytest.raises(PlanStepFailed, match="unknown operation"):
+        run(bad, rec)
+    assert rec.events == []
