@@ -502,7 +502,12 @@ class _SharedConnection:
         # silently reuses the first one for any later connection string; a
         # fresh subclass per shared connection keeps them apart (and apart
         # from os-vif's own OvsdbIdl in the same process).
-        api_cls = type("_SmartNICOvsdbIdl", (impl_idl.OvsdbIdl,), {"_ovsdb_connection": None})
+        api_cls = type("_SmartNICOvsdbIdl", (impl_idl.OvsdbIdl,), {
+            "_ovsdb_connection": None,
+            # os-vif's ImplAPI, so its ovs plugin can share this connection.
+            "has_table_column": lambda api, table, column: column in api.tables[table].columns,
+            "shared_by_smartnic_vif": True,
+        })
         self.api = api_cls(self.conn, start=False)
         try:
             self.conn.start()

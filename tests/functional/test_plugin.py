@@ -37,7 +37,7 @@ from smartnic_vif.osvif.objects import VIFPortProfileForwarder, VIFPortProfilePa
 from smartnic_vif.sim.forwarder import ForwarderSimulator
 from smartnic_vif.sim.host import stop_pid
 from smartnic_vif.sim.ovs import PrivateOVS
-from tests.fixtures.plugin import PluginEnv, new_port_id, short_tmpdir
+from tests.fixtures.plugin import PluginEnv, loaded_plugin, new_port_id, short_tmpdir
 
 pytestmark = pytest.mark.root
 osv.register_all()
@@ -330,6 +330,10 @@ def test_normal_vif_is_plugged_by_the_stock_ovs_plugin(env: PluginEnv, tap: str)
         assert link(tap) is not None and link(tap)[0] == NET_MTU  # type: ignore[index]
         # No claim: a normal port has no VF.
         assert env.store().get(vif.port_profile.interface_id) is None
+        # The stock plugin worked through our OVSDB connection (same server):
+        # one replica of the database in the process, not two.
+        ours = loaded_plugin("smartnic")
+        assert ours.ovs_plugin.ovsdb._ovsdb is ours.host.ovsdb.api
     finally:
         os_vif.unplug(vif, INSTANCE)
 
