@@ -16,6 +16,7 @@ Usage (root): ``.venv/bin/python benchmarks/plug.py [--ports 64]``
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import tempfile
@@ -39,6 +40,35 @@ from smartnic_vif.sim.host import SimulatedHost
 def pct(samples: list[float], q: float) -> float:
     s = sorted(samples)
     return s[min(len(s) - 1, int(round(q * (len(s) - 1))))]
+
+
+def cpu_ticks() -> dict[str, int]:
+    """CPU time (clock ticks) used so far by the processes a plug involves:
+    this one, its privileged helpers, OVS and the forwarder simulator."""
+    ticks: dict[str, int] = {}
+    me = os.getpid()
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                stat = f.read()
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = f.read().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        ppid, used = int(fields[1]), int(fields[11]) + int(fields[12])
+        if int(pid) == me:
+            who = "this process"
+        elif "smartnic_vif.sim.forwarder" in argv:
+            who = "forwarder sim"
+        elif ppid == me:
+            who = "privsep helpers"  # forked: same command line as this one
+        elif os.path.basename(argv[0]) in ("ovs-vswitchd", "ovsdb-server"):
+            who = os.path.basename(argv[0])
+        else:
+            continue
+        ticks[who] = ticks.get(who, 0) + used
+    return ticks
 
 
 def timed(fn: Callable[[], Any]) -> float:
@@ -86,22 +116,29 @@ def main() -> None:
         def run(name: str, plug: Callable[[int], None], unplug: Callable[[int], None]) -> None:
             plug(0)
             unplug(0)  # warm-up, not counted
+            before = cpu_ticks()
             p = [timed(lambda i=i: plug(i)) for i in range(n)]
+            after = cpu_ticks()
             u = [timed(lambda i=i: unplug(i)) for i in reversed(range(n))]
             results[name] = (p, u)
+            hz = os.sysconf("SC_CLK_TCK")
+            cpu[name] = {who: (after[who] - before.get(who, 0)) * 1000.0 / hz / n
+                         for who in after}
 
         ids = [str(uuid.uuid4()) for _ in range(n)]
         macs = [f"fa:16:3e:01:{i >> 8:02x}:{i & 0xFF:02x}" for i in range(n)]
         reps = [vf.representor.name for vf in vfs if vf.representor]
 
         floors: dict[str, float] = {}
+        cpu: dict[str, dict[str, float]] = {}
 
-        def floor() -> float:
+        def floor(mode: str) -> float:
             """The floor, measured again right before each mode: loading
             os-vif's stock plugin starts a second OVSDB connection in this
             process, and every mode after it (and its floor) pays for it."""
             run("floor", lambda i: floor_add(reps[i], ids[i], macs[i]),
                 lambda i: floor_del(reps[i]))
+            cpu[f"floor, before {mode}"] = cpu.pop("floor")
             return statistics.median(results.pop("floor")[0])
 
         for i in range(n):
@@ -120,10 +157,10 @@ def main() -> None:
 
         stock = [ovs_vif(i, "ovs") for i in range(n)]
         ours_normal = [ovs_vif(i, "smartnic") for i in range(n)]
-        floors["stock ovs plugin"] = floor()
+        floors["stock ovs plugin"] = floor("stock ovs plugin")
         run("stock ovs plugin", lambda i: os_vif.plug(stock[i], inst),
             lambda i: os_vif.unplug(stock[i], inst))
-        floors["normal"] = floor()
+        floors["normal"] = floor("normal")
         run("normal", lambda i: os_vif.plug(ours_normal[i], inst),
             lambda i: os_vif.unplug(ours_normal[i], inst))
 
@@ -133,7 +170,7 @@ def main() -> None:
             port_profile=VIFPortProfilePassthrough(
                 interface_id=ids[i], representor_address=vfs[i].address))
             for i in range(n)]
-        floors["passthrough"] = floor()
+        floors["passthrough"] = floor("passthrough")
         run("passthrough", lambda i: os_vif.plug(passthrough[i], inst),
             lambda i: os_vif.unplug(passthrough[i], inst))
 
@@ -143,7 +180,7 @@ def main() -> None:
             port_profile=VIFPortProfileForwarder(
                 interface_id=ids[i], representor_address=vfs[i].address))
             for i in range(n)]
-        floors["forwarder"] = floor()
+        floors["forwarder"] = floor("forwarder")
         run("forwarder", lambda i: os_vif.plug(forwarder[i], inst),
             lambda i: os_vif.unplug(forwarder[i], inst))
 
@@ -156,6 +193,14 @@ def main() -> None:
             print(f"{name:18} {p50:9.2f} {pct(p, .95):9.2f} {statistics.median(u):11.2f}"
                   f" {pct(u, .95):11.2f} {floors[name]:10.2f} {p50 / floors[name]:10.2f}"
                   f" {p50 / stock_p50:10.2f}")
+        print("\nCPU per plug in ms (all processes share the machine's cores; clock ticks,"
+              " so +-0.2 ms)")
+        whos = ["this process", "privsep helpers", "ovs-vswitchd", "ovsdb-server",
+                "forwarder sim"]
+        print(f"{'run':28} " + " ".join(f"{w:>16}" for w in whos) + f" {'total':>8}")
+        for name, used in cpu.items():
+            print(f"{name:28} " + " ".join(f"{used.get(w, 0.0):16.2f}" for w in whos)
+                  + f" {sum(used.get(w, 0.0) for w in whos):8.2f}")
     finally:
         for tap in taps:
             subprocess.run(["/usr/sbin/ip", "link", "del", tap],  # noqa: S603
