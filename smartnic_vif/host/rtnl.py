@@ -11,6 +11,10 @@ PF, for one) keeps using pyroute2's IPRoute.
 Sockets are kept: one per thread in this process's namespace, one per other
 namespace (opened from a short-lived thread switched into it: a netlink
 socket stays in the namespace it was opened in, whoever uses it later).
+A kept socket keeps its namespace alive after ``ip netns del``, with the
+devices in it; such sockets are closed when that name is used again and
+whenever another namespace's socket is opened. Only the simulated host uses
+other namespaces.
 """
 
 from __future__ import annotations
