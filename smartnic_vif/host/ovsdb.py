@@ -844,11 +844,10 @@ def _port_infos(
     by iface-id. ``bridges``: each port's bridge when the caller knows it (a
     port just written there), which spares a walk over every bridge's ports.
     Must be called with the connection lock held."""
-    bridge_of: dict[Any, str] = {}
-    if bridges is None:
-        for br in api.tables["Bridge"].rows.values():
-            for p in br.ports:
-                bridge_of[p.uuid] = br.name
+    # Port names are unique in OVSDB.
+    bridge_of: dict[str, str] = dict(bridges) if bridges is not None else {
+        p.name: br.name for br in api.tables["Bridge"].rows.values() for p in br.ports
+    }
     if names is not None:
         ports = [r for r in (_row(api, "Port", n) for n in sorted(names)) if r is not None]
     else:
@@ -865,7 +864,7 @@ def _port_infos(
         result.append(
             PortInfo(
                 name=p.name,
-                bridge=bridges.get(p.name) if bridges is not None else bridge_of.get(p.uuid),
+                bridge=bridge_of.get(p.name),
                 external_ids=external_ids,
                 mtu_request=_optional(iface.mtu_request),
                 ofport=_optional(iface.ofport),

@@ -19,6 +19,7 @@ other namespaces.
 
 from __future__ import annotations
 
+import errno
 import itertools
 import os
 import socket
@@ -96,7 +97,7 @@ class RtnlSocket:
         try:
             answers = self.request(msg, RTM_GETLINK, 0)
         except NetlinkError as e:
-            if e.code in (19, 2):  # ENODEV, ENOENT
+            if e.code in (errno.ENODEV, errno.ENOENT):
                 return None
             raise
         return answers[0] if answers else None

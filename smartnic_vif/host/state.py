@@ -3,8 +3,8 @@
 One SQLite database (WAL) under ``state_path``. A row is written *before* the
 host is touched (phase ``plugging``, with the whole plan) and its progress
 (``steps_started``) is advanced before steps start, so a crash at any point
-leaves enough to finish or undo the work (``smartnic-vif reconcile``). ``vf_address`` is UNIQUE: two
-processes can never claim one VF.
+leaves enough to finish or undo the work (``smartnic-vif reconcile``).
+``vf_address`` is UNIQUE: two processes can never claim one VF.
 """
 
 from __future__ import annotations
