@@ -91,6 +91,13 @@ class Plan:
         after = self.steps[index].after
         return frozenset(range(index) if after is None else after)
 
+    def first_wave(self) -> int:
+        """One past the last step that may start with the plan (needing no
+        other step): what a journal records as started before the first
+        step runs."""
+        starting = [i for i in range(len(self.steps)) if not self.needs(i)]
+        return starting[-1] + 1 if starting else 0
+
     def __iter__(self) -> Iterator[Step]:
         return iter(self.steps)
 

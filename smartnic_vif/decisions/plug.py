@@ -237,21 +237,14 @@ def plan_plug(
             after=first,
         )
     )
-    bridge_step = len(steps)
+    datapath_type = port.datapath_type or opts.default_datapath_type
     steps.append(
         Step(
-            f"ensure bridge {port.bridge}",
-            Operation(
-                "ensure_bridge",
-                {"bridge": port.bridge,
-                 "datapath_type": port.datapath_type or opts.default_datapath_type},
-            ),
-            after=first,
-        )
-    )
-    steps.append(
-        Step(
-            f"add {name} to {port.bridge} as port {port.port_id}",
+            f"add {name} to {port.bridge} as port {port.port_id} "
+            f"(making {port.bridge}, datapath {datapath_type}, if missing)",
+            # One OVSDB transaction: the bridge (only if it is missing; an
+            # existing one keeps its datapath) and the port with its
+            # external_ids. The bridge is not undone: others use it.
             Operation(
                 "ovs_set_port",
                 {
@@ -261,10 +254,11 @@ def plan_plug(
                     "mac": port.mac,
                     "vm_uuid": port.instance_uuid,
                     "mtu": port.mtu,
+                    "datapath_type": datapath_type,
                 },
             ),
             Operation("ovs_delete_port", {"port": name}),
-            after=(link_step, bridge_step) if renamed else (bridge_step,),
+            after=(*first, link_step) if renamed else first,
         )
     )
     if driver_step is not None:

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from smartnic_vif.decisions.plug import LinkState, VfSnapshot
-from smartnic_vif.host import discovery, hook, kernel, privileged
+from smartnic_vif.host import discovery, hook, kernel, netdev, privileged
 from smartnic_vif.host.forwarder.client import ForwarderClient, ForwarderTimeout
 from smartnic_vif.host.ovsdb import OvsdbClient
 from smartnic_vif.model import types
@@ -84,12 +84,18 @@ class Host:
                 self._inventory = discovery.discover(self.sysfs_root)
             return self._inventory
 
+    def _kernel(self) -> kernel.Kernel:
+        return kernel.kernel_for(self.kernel_backend, self.sysfs_root)
+
     def snapshot(self, vf_address: str, representor: str) -> VfSnapshot:
-        """The VF's current settings, driver and representor link."""
+        """The VF's current settings, driver and representor link.
+
+        Read in this process: reading VF settings and links needs no
+        privilege, and a privsep round trip here would delay every plug."""
         inv = self.inventory()
         vf = inv.vf(vf_address)
-        settings, link = privileged.get_vf_and_link(
-            self.sysfs_root, self.kernel_backend, vf.pf_address, vf.index, representor)
+        settings = self._kernel().get_vf(vf.pf_address, vf.index)
+        link = netdev.get_link(types.ifname(representor, "representor"))
         if link is None:
             raise NotFound(
                 f"representor {representor} of VF {vf.index} of PF {vf.pf_address} "
@@ -103,8 +109,7 @@ class Host:
 
     def vf_settings(self, vf_address: str) -> dict[str, Any]:
         vf = self.inventory().vf(vf_address)
-        return dict(privileged.get_vf(self.sysfs_root, self.kernel_backend, vf.pf_address,
-                                      vf.index))
+        return self._kernel().get_vf(vf.pf_address, vf.index)
 
     def vf_driver(self, vf_address: str) -> str | None:
         return kernel.current_driver(self.sysfs_root, types.pci_address(vf_address))
@@ -141,23 +146,29 @@ class Host:
         privileged.set_link(ifname, mtu=mtu, up=up, new_name=new_name, or_name=new_name)
 
     def ensure_bridge(self, bridge: str, datapath_type: str) -> None:
-        # Bridges are not deleted under a running host; one check per bridge
-        # per process saves an OVSDB transaction on every plug. A port add
-        # that fails forgets the bridge, so the next plug checks again.
+        # Plans made before ovs_set_port made its bridge still name this.
         if bridge in self._bridges:
             return
         self.ovsdb.ensure_bridge(bridge, datapath_type)
         self._bridges.add(bridge)
 
     def ovs_set_port(
-        self, bridge: str, port: str, iface_id: str, mac: str, vm_uuid: str, mtu: int | None
+        self, bridge: str, port: str, iface_id: str, mac: str, vm_uuid: str, mtu: int | None,
+        datapath_type: str | None = None,
     ) -> None:
+        """Add or update the port; with ``datapath_type``, make a missing
+        bridge in the same transaction. Bridges are not deleted under a
+        running host, so once one is seen it is not checked again; a failed
+        port change forgets it, and the next plug checks again."""
+        known = bridge in self._bridges
         try:
             self.ovsdb.set_port(bridge, port, iface_id=iface_id, mac=mac, vm_uuid=vm_uuid,
-                                mtu=mtu)
+                                mtu=mtu, bridge_datapath_type=None if known else datapath_type)
         except Exception:
             self._bridges.discard(bridge)
             raise
+        if datapath_type is not None:
+            self._bridges.add(bridge)
 
     def ovs_delete_port(self, port: str) -> None:
         self.ovsdb.delete_port(port)

@@ -60,19 +60,20 @@ def execute(
     backend: Any,
     on_progress: Callable[[int], None] | None = None,
     on_done: Callable[[int], None] | None = None,
+    started: int = 0,
 ) -> None:
     """Run every step of ``plan``, each once the steps it needs are done.
 
     ``on_progress(n)`` is called before a step starts with ``n`` = one past
-    the highest step index started so far; ``on_done(k)`` after each step
-    with the number of steps done. On failure no further step starts; once
+    the highest step index started so far, unless ``started`` (steps the
+    caller has journalled as started already) covers it; ``on_done(k)``
+    after each step with the number of steps done. On failure no further step starts; once
     the running ones end, every step done is undone, last first, and
     :class:`PlanStepFailed` names the first step that failed.
     """
     done: set[int] = set()
     pending = list(range(len(plan.steps)))
     running: dict[futures.Future[Any], int] = {}
-    started = 0
     failed: tuple[int, BaseException] | None = None
 
     def finished(i: int, error: BaseException | None) -> None:

@@ -11,7 +11,10 @@ Two implementations with one interface:
   It also gives the VF's veth end (in its namespace) the VF MAC, as a real NIC
   would, so packets in the simulator carry the port's MAC.
 
-Called only from :mod:`smartnic_vif.host.privileged` after validation.
+Reading needs no privilege (``ip link show`` lists a PF's VFs for any user), so
+:meth:`get_vf` runs in the caller; every change (:meth:`set_vf`,
+:meth:`bind_driver`) is called only from :mod:`smartnic_vif.host.privileged`
+after validation.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from typing import Any, Protocol, TypeVar
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from smartnic_vif.host import netdev
+from smartnic_vif.host import netdev, rtnl
 from smartnic_vif.model.errors import HostOperationError, NotFound
 
 # IFLA_VF_LINK_STATE values.
@@ -103,6 +106,29 @@ def _with_iproute(fn: Callable[[Any], T]) -> T:
     return fn(ipr)
 
 
+def vf_settings_from_link(msg: Any, vf_index: int) -> dict[str, Any] | None:
+    """VF ``vf_index``'s settings out of a PF's RTM_NEWLINK (asked for with
+    RTEXT_FILTER_VF), or None if the PF reports no such VF."""
+    vfinfo = msg.get_attr("IFLA_VFINFO_LIST")
+    for info in vfinfo.get_attrs("IFLA_VF_INFO") if vfinfo else []:
+        mac = info.get_attr("IFLA_VF_MAC")
+        if mac is None or mac["vf"] != vf_index:
+            continue
+        vlan = info.get_attr("IFLA_VF_VLAN") or {}
+        trust = info.get_attr("IFLA_VF_TRUST") or {}
+        spoof = info.get_attr("IFLA_VF_SPOOFCHK") or {}
+        state = info.get_attr("IFLA_VF_LINK_STATE") or {}
+        return {
+            "mac": mac["mac"],
+            "vlan": vlan.get("vlan", 0),
+            "qos": vlan.get("qos", 0),
+            "trust": bool(trust.get("trust", 0)),
+            "spoofchk": bool(spoof.get("spoofchk", 1)),
+            "link_state": _LINK_STATES.get(state.get("link_state", 0), "auto"),
+        }
+    return None
+
+
 class LinuxKernel:
     """VF settings through netlink on the PF, binding through sysfs."""
 
@@ -111,33 +137,15 @@ class LinuxKernel:
 
     def get_vf(self, pf_address: str, vf_index: int) -> dict[str, Any]:
         pf = _pf_netdev(self.root, pf_address)
-
-        def read(ipr: Any) -> Any:
-            index = ipr.link_lookup(ifname=pf)
-            if not index:
-                raise NotFound(f"PF netdev {pf} does not exist")
-            # RTEXT_FILTER_VF: ask the kernel to include IFLA_VFINFO_LIST.
-            return ipr.get_links(index[0], ext_mask=1)[0]
-
-        msg = _with_iproute(read)
-        vfinfo = msg.get_attr("IFLA_VFINFO_LIST")
-        for info in vfinfo.get_attrs("IFLA_VF_INFO") if vfinfo else []:
-            mac = info.get_attr("IFLA_VF_MAC")
-            if mac is None or mac["vf"] != vf_index:
-                continue
-            vlan = info.get_attr("IFLA_VF_VLAN") or {}
-            trust = info.get_attr("IFLA_VF_TRUST") or {}
-            spoof = info.get_attr("IFLA_VF_SPOOFCHK") or {}
-            state = info.get_attr("IFLA_VF_LINK_STATE") or {}
-            return {
-                "mac": mac["mac"],
-                "vlan": vlan.get("vlan", 0),
-                "qos": vlan.get("qos", 0),
-                "trust": bool(trust.get("trust", 0)),
-                "spoofchk": bool(spoof.get("spoofchk", 1)),
-                "link_state": _LINK_STATES.get(state.get("link_state", 0), "auto"),
-            }
-        raise NotFound(f"PF {pf_address} ({pf}) reports no VF {vf_index}")
+        # One RTM_GETLINK on this thread's kept socket: unprivileged, and
+        # without pyroute2's event loop in the caller (nova-compute).
+        msg = rtnl.root_socket().get_link(pf, ext_mask=rtnl.RTEXT_FILTER_VF)
+        if msg is None:
+            raise NotFound(f"PF netdev {pf} does not exist")
+        settings = vf_settings_from_link(msg, vf_index)
+        if settings is None:
+            raise NotFound(f"PF {pf_address} ({pf}) reports no VF {vf_index}")
+        return settings
 
     def set_vf(self, pf_address: str, vf_index: int, settings: dict[str, Any]) -> None:
         pf = _pf_netdev(self.root, pf_address)
@@ -243,10 +251,23 @@ class SimulatedKernel:
         finally:
             os.close(fd)  # releases the lock
 
+    def read_state(self, address: str) -> dict[str, Any]:
+        """VF ``address``'s state as it is now (a shared lock: never half a
+        write), for readers that may not write the file."""
+        try:
+            fd = os.open(self._path(address), os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise NotFound(f"simulated host has no VF {address}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH)
+            state: dict[str, Any] = json.loads(os.pread(fd, os.fstat(fd).st_size, 0))
+            return state
+        finally:
+            os.close(fd)
+
     def get_vf(self, pf_address: str, vf_index: int) -> dict[str, Any]:
-        address = vf_address(self.root, pf_address, vf_index)
-        with self.state(address) as state:
-            return {k: state[k] for k in VF_SETTING_KEYS}
+        state = self.read_state(vf_address(self.root, pf_address, vf_index))
+        return {k: state[k] for k in VF_SETTING_KEYS}
 
     def set_vf(self, pf_address: str, vf_index: int, settings: dict[str, Any]) -> None:
         address = vf_address(self.root, pf_address, vf_index)

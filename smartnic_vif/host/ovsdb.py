@@ -235,6 +235,20 @@ class _EnsureBridgeCommand(ovs_commands.AddBridgeCommand):
         super().run_idl(txn)
 
 
+def _ensured(command: _EnsureBridgeCommand) -> str:
+    """The effective datapath_type after ``command`` ran; says when an
+    existing bridge has another one than asked for (it is never changed)."""
+    effective: str = command.effective_datapath_type
+    if not command.created and effective != command.datapath_type:
+        LOG.warning(
+            "bridge %s exists with datapath_type %r; not changing it to %r",
+            command.name,
+            effective,
+            command.datapath_type,
+        )
+    return effective
+
+
 class _SetPortCommand(ovsdbapp_cmd.BaseCommand):
     """Create or update one Port + Interface to match a PortSpec."""
 
@@ -703,18 +717,9 @@ class OvsdbClient:
         datapath_type ("" means OVS's default, system).
         """
         name = ifname(name, "bridge")
-        datapath_type = _datapath_type(datapath_type)
-        command = _EnsureBridgeCommand(self._connection().api, name, datapath_type)
+        command = _EnsureBridgeCommand(self._connection().api, name, _datapath_type(datapath_type))
         self._commit([command], f"ensure bridge {name}")
-        effective: str = command.effective_datapath_type
-        if not command.created and effective != datapath_type:
-            LOG.warning(
-                "bridge %s exists with datapath_type %r; not changing it to %r",
-                name,
-                effective,
-                datapath_type,
-            )
-        return effective
+        return _ensured(command)
 
     def delete_bridge(self, name: str) -> None:
         """Delete bridge ``name`` with its ports; absent is fine."""
@@ -756,8 +761,12 @@ class OvsdbClient:
         interface_type: str | None = None,
         extra_external_ids: Mapping[str, str] | None = None,
         interface_options: Mapping[str, str] | None = None,
+        bridge_datapath_type: str | None = None,
     ) -> PortInfo:
         """Add or update ``port`` on ``bridge`` in one transaction.
+
+        With ``bridge_datapath_type``, a missing bridge is made (with that
+        datapath_type) in the same transaction, as :meth:`ensure_bridge` would.
 
         Interface ``external_ids`` get iface-id, iface-status, attached-mac,
         vm-uuid (and ``extra_external_ids``); other keys already there are
@@ -779,10 +788,14 @@ class OvsdbClient:
             extra_external_ids=dict(extra_external_ids or {}),
             interface_options=interface_options,
         )
-        return self.set_ports([spec])[0]
+        bridges = {bridge: bridge_datapath_type} if bridge_datapath_type is not None else None
+        return self.set_ports([spec], create_bridges=bridges)[0]
 
-    def set_ports(self, specs: Iterable[PortSpec]) -> list[PortInfo]:
-        """:meth:`set_port` for many ports in ONE transaction (all or nothing)."""
+    def set_ports(
+        self, specs: Iterable[PortSpec], create_bridges: Mapping[str, str] | None = None
+    ) -> list[PortInfo]:
+        """:meth:`set_port` for many ports in ONE transaction (all or nothing).
+        ``create_bridges``: bridge -> datapath_type, made first if missing."""
         checked = [s.validated() for s in specs]
         if not checked:
             return []
@@ -790,14 +803,20 @@ class OvsdbClient:
         if len(set(names)) != len(names):
             raise InvalidValue("ports", names, "a port name appears twice in one batch")
         api = self._connection().api
-        commands = [_SetPortCommand(api, s) for s in checked]
+        bridge_commands = [
+            _EnsureBridgeCommand(api, ifname(name, "bridge"), _datapath_type(dp))
+            for name, dp in (create_bridges or {}).items()
+        ]
+        commands: list[Any] = [*bridge_commands, *(_SetPortCommand(api, s) for s in checked)]
         if len(checked) == 1:
             what = f"set port {checked[0].name} on bridge {checked[0].bridge}"
         else:
             shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
             what = f"set {len(checked)} ports ({shown})"
         self._commit(commands, what)
-        for c in commands:
+        for b in bridge_commands:
+            _ensured(b)
+        for c in commands[len(bridge_commands):]:
             if c.moved_from is not None:
                 LOG.info(
                     "port %s moved from bridge %s to %s", c.spec.name, c.moved_from, c.spec.bridge

@@ -1,5 +1,8 @@
 """The one privileged context, and every function that runs in it.
 
+Only changes go through here. Reads (VF settings, links, sysfs) need no
+privilege and run in the caller (:mod:`smartnic_vif.host.backend`).
+
 Each entrypoint validates all of its arguments *inside* the privileged process:
 nothing a caller passes (interface names, PCI addresses, MACs, paths) is
 trusted. No function here runs a shell or any other program.
@@ -143,12 +146,6 @@ def _portable_errors(func: F) -> F:
 
 @context.entrypoint
 @_portable_errors
-def get_link(ifname: str) -> dict[str, Any] | None:
-    return netdev.get_link(types.ifname(ifname))
-
-
-@context.entrypoint
-@_portable_errors
 def set_link(
     ifname: str,
     mtu: int | None = None,
@@ -167,27 +164,6 @@ def set_link(
         new_name=types.ifname(new_name, "new_name") if new_name is not None else None,
         or_name=types.ifname(or_name, "or_name") if or_name is not None else None,
     )
-
-
-@context.entrypoint
-@_portable_errors
-def get_vf(sysfs_root: str, backend: str, pf_address: str, vf_index: int) -> dict[str, Any]:
-    return kernel.kernel_for(_backend(backend), _root(sysfs_root)).get_vf(
-        types.pci_address(pf_address, "pf_address"), types.vf_index(vf_index)
-    )
-
-
-@context.entrypoint
-@_portable_errors
-def get_vf_and_link(
-    sysfs_root: str, backend: str, pf_address: str, vf_index: int, ifname: str
-) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """A VF's settings and a link (its representor) in one round trip: what
-    a plug must save before it changes either."""
-    settings = kernel.kernel_for(_backend(backend), _root(sysfs_root)).get_vf(
-        types.pci_address(pf_address, "pf_address"), types.vf_index(vf_index)
-    )
-    return settings, netdev.get_link(types.ifname(ifname))
 
 
 @context.entrypoint

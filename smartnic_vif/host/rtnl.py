@@ -5,10 +5,10 @@ its rtnetlink marshal); this module only sends one request and reads its
 answer on a blocking socket. pyroute2's own IPRoute runs every request
 through an asyncio event loop, which costs about four times the request
 itself and a new loop per socket; a plug makes several link requests, so
-the hot path uses this instead. Everything else (the VF settings of a real
-PF, for one) keeps using pyroute2's IPRoute.
+the hot path uses this instead. Only changing a real PF's VF settings (in
+the privileged helper) keeps using pyroute2's IPRoute, for its VF encoders.
 
-Sockets are kept: one per thread in this process's namespace, one per other
+Sockets are kept: one per thread in that thread's namespace, one per other
 namespace (opened from a short-lived thread switched into it: a netlink
 socket stays in the namespace it was opened in, whoever uses it later).
 A kept socket keeps its namespace alive after ``ip netns del``, with the
@@ -37,6 +37,7 @@ from smartnic_vif.model.errors import HostOperationError, NotFound
 
 NETLINK_ROUTE = 0
 IFF_UP = 0x1
+RTEXT_FILTER_VF = 0x1  # IFLA_EXT_MASK: include the PF's VF list (IFLA_VFINFO_LIST)
 TIMEOUT_SECONDS = 10.0
 _sequence = itertools.count(1)
 
@@ -90,10 +91,13 @@ class RtnlSocket:
                         return answers
 
     # -- link requests ----------------------------------------------------------
-    def get_link(self, ifname: str) -> Any | None:
-        """The RTM_NEWLINK answer for ``ifname``, or None if there is none."""
+    def get_link(self, ifname: str, ext_mask: int = 0) -> Any | None:
+        """The RTM_NEWLINK answer for ``ifname``, or None if there is none.
+        Reading needs no privilege."""
         msg = ifinfmsg()
         msg["attrs"] = [("IFLA_IFNAME", ifname)]
+        if ext_mask:
+            msg["attrs"].append(("IFLA_EXT_MASK", ext_mask))
         try:
             answers = self.request(msg, RTM_GETLINK, 0)
         except NetlinkError as e:
@@ -137,12 +141,22 @@ class RtnlSocket:
 _local = threading.local()
 
 
+def _own_namespace() -> tuple[int, int]:
+    st = os.stat("/proc/thread-self/ns/net")
+    return st.st_dev, st.st_ino
+
+
 def root_socket() -> RtnlSocket:
-    """This thread's socket in this process's own namespace."""
+    """This thread's socket in the namespace this thread is in now (a
+    thread may have switched namespace since its socket was opened: the
+    tests run a simulated host in a namespace of its own)."""
+    owner = (os.getpid(), _own_namespace())
     sock: RtnlSocket | None = getattr(_local, "sock", None)
-    if sock is None or getattr(_local, "pid", None) != os.getpid():
+    if sock is None or getattr(_local, "owner", None) != owner:
+        if sock is not None:
+            sock.close()  # the old namespace's (or, after fork, the parent's copy)
         sock = _local.sock = RtnlSocket()
-        _local.pid = os.getpid()
+        _local.owner = owner
     return sock
 
 

@@ -158,10 +158,11 @@ class StateStore:
         mode: str,
         request: dict[str, Any],
         plan: Plan | None = None,
+        steps_started: int = 0,
     ) -> None:
         """Claim ``vf_address`` for ``port_id`` (idempotent for the same pair).
-        With ``plan``, also journal it (phase ``plugging``, no step started)
-        in the same transaction."""
+        With ``plan``, also journal it (phase ``plugging``, ``steps_started``
+        of its steps about to start) in the same transaction."""
         with self._db() as db:
             db.execute("BEGIN IMMEDIATE")
             try:
@@ -186,9 +187,10 @@ class StateStore:
                     )
                 if plan is not None:
                     db.execute(
-                        "UPDATE ports SET plan = ?, phase = 'plugging', steps_started = 0,"
+                        "UPDATE ports SET plan = ?, phase = 'plugging', steps_started = ?,"
                         " pid = ?, updated = ? WHERE port_id = ?",
-                        (json.dumps(plan.to_dict()), os.getpid(), time.time(), port_id),
+                        (json.dumps(plan.to_dict()), steps_started, os.getpid(), time.time(),
+                         port_id),
                     )
                 db.execute("COMMIT")
             except BaseException:

@@ -159,16 +159,18 @@ class SmartNICPlugin(plugin.PluginBase):
                 # Say so before planning: the owner may have renamed the
                 # representor, which would make planning fail less clearly.
                 raise VfAlreadyClaimed(port.vf_address, owner.port_id)
-            # Planning only reads the host; the claim and the plan are then
-            # journalled together, before anything changes.
+            # Planning only reads the host; the claim, the plan and the steps
+            # that start first are then journalled together, before anything
+            # changes.
             plan = self.plan_port(port)
+            first = plan.first_wave()
             self.store.claim(port.port_id, port.vf_address, port.mode, _request_dict(port),
-                             plan=plan)
+                             plan=plan, steps_started=first)
             _failpoint(0)
             try:
                 executor.execute(plan, self.host,
                                  on_progress=lambda n: self.store.set_progress(port.port_id, n),
-                                 on_done=_failpoint)
+                                 on_done=_failpoint, started=first)
             except PlanStepFailed as e:
                 if e.undo_errors:
                     # Leave the journal so that reconcile (or the next unplug)

@@ -51,7 +51,7 @@ def before(p: Plan, i: int) -> set[int]:
 
 def test_passthrough_plan_sets_everything_and_its_undo_restores_the_snapshot() -> None:
     p = plug.plan_plug(port(), INVENTORY, SNAPSHOT, plug.PlugOptions())
-    assert names(p) == ["set_vf", "configure_link", "ensure_bridge", "ovs_set_port"]
+    assert names(p) == ["set_vf", "configure_link", "ovs_set_port"]
     vf = p.steps[index(p, "set_vf")]
     assert vf.do.args["settings"] == {"mac": "fa:16:3e:00:00:01", "vlan": 0, "qos": 0,
                                       "trust": False, "spoofchk": True}
@@ -63,14 +63,26 @@ def test_passthrough_plan_sets_everything_and_its_undo_restores_the_snapshot() -
     assert link.undo.args == {"ifname": REP, "new_name": REP, "mtu": 1500, "up": False}
     ovs = p.steps[index(p, "ovs_set_port")]
     assert ovs.do.args["port"] == REP and ovs.do.args["mtu"] == 9000
+    # The bridge, if missing, is made in the port's own transaction; the
+    # undo removes only the port.
+    assert ovs.do.args["datapath_type"] == "system"
     assert ovs.undo is not None and ovs.undo.args == {"port": REP}
 
 
-def test_passthrough_steps_overlap_and_the_ovs_port_needs_only_its_bridge() -> None:
+def test_a_missing_bridge_gets_the_ports_datapath_type_or_the_default() -> None:
+    opts = plug.PlugOptions(default_datapath_type="netdev")
+    ovs = index(plug.plan_plug(port(), INVENTORY, SNAPSHOT, opts), "ovs_set_port")
+    assert plug.plan_plug(port(), INVENTORY, SNAPSHOT, opts).steps[ovs].do.args[
+        "datapath_type"] == "netdev"
+    p = plug.plan_plug(port(datapath_type="system"), INVENTORY, SNAPSHOT, opts)
+    assert p.steps[ovs].do.args["datapath_type"] == "system"
+
+
+def test_passthrough_steps_all_start_with_the_plan() -> None:
     p = plug.plan_plug(port(), INVENTORY, SNAPSHOT, plug.PlugOptions())
-    assert p.needs(index(p, "set_vf")) == frozenset()
-    assert p.needs(index(p, "configure_link")) == frozenset()
-    assert p.needs(index(p, "ovs_set_port")) == {index(p, "ensure_bridge")}
+    assert [p.needs(i) for i in range(len(p))] == [frozenset()] * 3
+    # So the claim journals every step as started, and no later write is due.
+    assert p.first_wave() == len(p)
 
 
 def test_a_renamed_representor_is_added_to_ovs_only_once_renamed() -> None:
@@ -94,7 +106,9 @@ def test_forwarder_relay_waits_for_the_vfio_driver_and_unplug_unwinds_in_reverse
     assert p.steps[bind].undo.args == {"address": VF.address, "driver": "nfp"}
     assert bind in p.needs(relay)
     assert index(p, "set_vf") in p.needs(bind)  # the VF's own changes, one at a time
-    assert p.needs(index(p, "ovs_set_port")) == {index(p, "ensure_bridge")}
+    assert p.needs(index(p, "ovs_set_port")) == frozenset()
+    # The relay is the one step that starts later than the plan.
+    assert p.first_wave() == relay
     # Every undo happens in reverse index order: relay first, VF settings last.
     assert relay == len(p.steps) - 1 and index(p, "set_vf") == 0
 
@@ -107,6 +121,7 @@ def test_hooks_come_first_and_last_around_everything() -> None:
     for i in range(1, len(p.steps) - 1):
         assert 0 in before(p, i), p.steps[i].title
     assert p.needs(len(p.steps) - 1) == frozenset(range(len(p.steps) - 1))
+    assert p.first_wave() == 1  # only the pre-plug hook starts with the plan
 
 
 def test_the_plan_round_trips_through_the_journal_format() -> None:

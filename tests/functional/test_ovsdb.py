@@ -217,6 +217,32 @@ def test_ensure_bridge_never_changes_an_existing_datapath_type(
     assert private_ovs.vsctl("get", "Bridge", "br-dflt", "datapath_type").strip() == "netdev"
 
 
+def test_set_port_makes_a_missing_bridge_in_the_same_transaction(
+    private_ovs: PrivateOVS, client: OvsdbClient
+) -> None:
+    netns = private_ovs.netns or ""
+    private_ovs.vsctl("add-br", "br-old")  # datapath_type "" (OVS default)
+    add_veth(netns, "tap-n1")
+    add_veth(netns, "tap-n2")
+    try:
+        info = client.set_port("br-made", "tap-n1", iface_id=PORT_ID1, mac=MAC1, vm_uuid=VM1,
+                               bridge_datapath_type="netdev")
+        assert info.bridge == "br-made" and isinstance(info.ofport, int) and info.ofport > 0
+        assert client.bridge_datapath_type("br-made") == "netdev"
+        records = [r for r in db_records(private_ovs) if 'table Port insert row "tap-n1"' in r]
+        assert len(records) == 1 and 'table Bridge insert row "br-made"' in records[0]
+        # An existing bridge keeps its datapath_type.
+        client.set_port("br-old", "tap-n2", iface_id=PORT_ID2, mac=MAC2, vm_uuid=VM1,
+                        bridge_datapath_type="netdev")
+        assert client.bridge_datapath_type("br-old") == ""
+        assert client.list_ports("br-old") == ["tap-n2"]
+    finally:
+        ip(netns, "link", "del", "tap-n1")
+        ip(netns, "link", "del", "tap-n2")
+        client.delete_bridge("br-made")
+        client.delete_bridge("br-old")
+
+
 # Ports -----------------------------------------------------------------------
 
 

@@ -636,7 +636,7 @@ def test_ovsdb_unreachable(env: PluginEnv, mode: str) -> None:
         vf = env.vf(0, 9)
         vif = make_vif(env, mode, vf)
 
-        assert_plug_fails(vif, "ensure bridge br-int", f"cannot reach OVSDB at unix:{nowhere}")
+        assert_plug_fails(vif, "to br-int as port", f"cannot reach OVSDB at unix:{nowhere}")
 
         assert_released(env, vif)
         assert env.vf_settings(vf.address)["mac"] == "00:00:00:00:00:00"

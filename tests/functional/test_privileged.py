@@ -22,6 +22,8 @@ from pyroute2 import NetNS, netns
 
 from smartnic_vif.host import privileged
 from smartnic_vif.host.discovery import discover
+from smartnic_vif.host.kernel import SimulatedKernel
+from smartnic_vif.host.netdev import get_link
 from smartnic_vif.model.errors import HostOperationError, InvalidValue, NotFound
 from smartnic_vif.model.inventory import VirtualFunction
 from smartnic_vif.sim.host import SimulatedHost
@@ -65,13 +67,17 @@ def unchanged_host(privsep: Any) -> Iterator[SimulatedHost]:
         destroy_host(host)
 
 
+def get_vf(root: str, pf_address: str, vf_index: int) -> dict[str, Any]:
+    """Reads need no privilege: straight from the simulated kernel's state."""
+    return SimulatedKernel(root).get_vf(pf_address, vf_index)
+
+
 def test_calls_go_through_a_forked_daemon(privsep: Any) -> None:
     assert privileged.context.client_mode is True
     assert privileged.context.channel is not None and privileged.context.channel.running
-    # The daemon answers: a link that exists in every namespace.
-    lo = privileged.get_link("lo")
-    assert lo is not None and lo["ifname"] == "lo" and lo["up"] is True
-    assert privileged.get_link("snv-absent0") is None
+    # The daemon answers, with the error the daemon raised.
+    with pytest.raises(NotFound, match="snv-absent0"):
+        privileged.set_link("snv-absent0", up=True)
 
 
 # -- VF settings -------------------------------------------------------------------
@@ -83,7 +89,7 @@ def test_set_vf_get_vf_round_trip_and_vf_netdev_takes_the_mac(host: SimulatedHos
     vf = inv.pfs[1].vfs[2]
     neighbour = inv.pfs[1].vfs[1]
     own_mac = host.kernel_state(vf.address)["netdev_mac"]
-    assert privileged.get_vf(root, SIM, vf.pf_address, vf.index) == DEFAULTS
+    assert get_vf(root, vf.pf_address, vf.index) == DEFAULTS
     assert vf_netdev_mac(host, vf) == own_mac
 
     wanted = {
@@ -95,22 +101,22 @@ def test_set_vf_get_vf_round_trip_and_vf_netdev_takes_the_mac(host: SimulatedHos
         "link_state": "disable",
     }
     assert privileged.set_vf(root, SIM, vf.pf_address, vf.index, wanted) is None
-    assert privileged.get_vf(root, SIM, vf.pf_address, vf.index) == wanted
+    assert get_vf(root, vf.pf_address, vf.index) == wanted
     assert {k: host.kernel_state(vf.address)[k] for k in wanted} == wanted
     # Like a real VF netdev, the veth end in the VF's namespace took the MAC.
     assert vf_netdev_mac(host, vf) == "fa:16:3e:12:34:56"
     # Nothing else changed.
-    assert privileged.get_vf(root, SIM, neighbour.pf_address, neighbour.index) == DEFAULTS
+    assert get_vf(root, neighbour.pf_address, neighbour.index) == DEFAULTS
     assert vf_netdev_mac(host, neighbour) == host.kernel_state(neighbour.address)["netdev_mac"]
 
     # Uppercase MAC and PF address are normalised inside the daemon.
     privileged.set_vf(root, SIM, vf.pf_address.upper(), vf.index, {"mac": "FA:16:3E:AB:CD:EF"})
-    assert privileged.get_vf(root, SIM, vf.pf_address, vf.index)["mac"] == "fa:16:3e:ab:cd:ef"
+    assert get_vf(root, vf.pf_address, vf.index)["mac"] == "fa:16:3e:ab:cd:ef"
     assert vf_netdev_mac(host, vf) == "fa:16:3e:ab:cd:ef"
 
     # Clearing the VF MAC gives the netdev back its own address.
     privileged.set_vf(root, SIM, vf.pf_address, vf.index, dict(DEFAULTS))
-    assert privileged.get_vf(root, SIM, vf.pf_address, vf.index) == DEFAULTS
+    assert get_vf(root, vf.pf_address, vf.index) == DEFAULTS
     assert vf_netdev_mac(host, vf) == own_mac
 
 
@@ -126,7 +132,7 @@ def test_set_vf_mac_with_the_vf_namespace_gone_creates_no_namespace(
     assert ns not in netns.listnetns()
 
     privileged.set_vf(root, SIM, vf.pf_address, vf.index, {"mac": "fa:16:3e:00:00:33"})
-    assert privileged.get_vf(root, SIM, vf.pf_address, vf.index)["mac"] == "fa:16:3e:00:00:33"
+    assert get_vf(root, vf.pf_address, vf.index)["mac"] == "fa:16:3e:00:00:33"
     assert ns not in netns.listnetns()
 
 
@@ -134,7 +140,7 @@ def test_set_vf_on_absent_vf_is_not_found(host: SimulatedHost) -> None:
     with pytest.raises(NotFound, match="has no VF 9"):
         privileged.set_vf(host.dir, SIM, "0000:05:00.0", 9, {"vlan": 1})
     with pytest.raises(NotFound, match="0000:05:00.7 is not present"):
-        privileged.get_vf(host.dir, SIM, "0000:05:00.7", 0)
+        privileged.set_vf(host.dir, SIM, "0000:05:00.7", 0, {"vlan": 1})
 
 
 # -- driver binding ----------------------------------------------------------------
@@ -189,9 +195,9 @@ PF = "0000:05:00.0"
 def _calls(root: str, rep: str) -> list[tuple[str, Callable[[], Any], str, object]]:
     """(id, call, field, value as the caller sees it)."""
     return [
-        ("ifname-space", lambda: privileged.get_link("a b"), "ifname", "a b"),
+        ("ifname-space", lambda: privileged.set_link("a b", up=True), "ifname", "a b"),
         ("ifname-path", lambda: privileged.set_link("../x", mtu=1500), "ifname", "../x"),
-        ("ifname-long", lambda: privileged.get_link("x" * 16), "ifname", "x" * 16),
+        ("ifname-long", lambda: privileged.set_link("x" * 16, up=True), "ifname", "x" * 16),
         ("new-name", lambda: privileged.set_link(rep, new_name="a/b"), "new_name", "a/b"),
         ("link-mac", lambda: privileged.set_link(rep, mac="zz:zz"), "mac", "zz:zz"),
         (
@@ -239,27 +245,42 @@ def _calls(root: str, rep: str) -> list[tuple[str, Callable[[], Any], str, objec
             "vf_settings",
             "('mac',)",  # not a plain scalar: travels back as its repr
         ),
-        ("root-etc", lambda: privileged.get_vf("/etc", SIM, PF, 0), "sysfs_root", "/etc"),
+        (
+            "root-etc",
+            lambda: privileged.set_vf("/etc", SIM, PF, 0, {"vlan": 1}),
+            "sysfs_root",
+            "/etc",
+        ),
         (
             "root-relative",
-            lambda: privileged.get_vf(os.path.relpath(root), SIM, PF, 0),
+            lambda: privileged.set_vf(os.path.relpath(root), SIM, PF, 0, {"vlan": 1}),
             "sysfs_root",
             os.path.relpath(root),
         ),
         (
             "root-dotdot",
-            lambda: privileged.get_vf(root + "/sys/..", SIM, PF, 0),
+            lambda: privileged.set_vf(root + "/sys/..", SIM, PF, 0, {"vlan": 1}),
             "sysfs_root",
             root + "/sys/..",
         ),
-        ("backend", lambda: privileged.get_vf(root, "kernel", PF, 0), "kernel_backend", "kernel"),
+        (
+            "backend",
+            lambda: privileged.set_vf(root, "kernel", PF, 0, {"vlan": 1}),
+            "kernel_backend",
+            "kernel",
+        ),
         (
             "pf-address",
-            lambda: privileged.get_vf(root, SIM, "0000:05:00.8", 0),
+            lambda: privileged.set_vf(root, SIM, "0000:05:00.8", 0, {"vlan": 1}),
             "pf_address",
             "0000:05:00.8",
         ),
-        ("vf-index", lambda: privileged.get_vf(root, SIM, PF, -1), "vf_index", -1),
+        (
+            "vf-index",
+            lambda: privileged.set_vf(root, SIM, PF, -1, {"vlan": 1}),
+            "vf_index",
+            -1,
+        ),
         (
             "bind-address",
             lambda: privileged.bind_driver(root, SIM, "05:08", "nfp"),
@@ -287,7 +308,7 @@ def test_daemon_rejects_bad_arguments_as_invalid_value(
     inv = discover(root)
     rep = inv.representor_of(inv.pfs[0].vfs[0].address).name
     before = host.kernel_state(inv.pfs[0].vfs[0].address)
-    link_before = privileged.get_link(rep)
+    link_before = get_link(rep)
     _, call, field, value = next(c for c in _calls(root, rep) if c[0] == case)
 
     with pytest.raises(InvalidValue) as exc:
@@ -297,7 +318,7 @@ def test_daemon_rejects_bad_arguments_as_invalid_value(
     assert str(exc.value).startswith(f"invalid {field} {value!r}: ")
     # Nothing was changed on the way.
     assert host.kernel_state(inv.pfs[0].vfs[0].address) == before
-    assert privileged.get_link(rep) == link_before
+    assert get_link(rep) == link_before
 
 
 # -- links -----------------------------------------------------------------------------
@@ -307,26 +328,26 @@ def test_set_link_rename_and_mtu_on_a_representor_and_back(host: SimulatedHost) 
     inv = discover(host.dir)
     rep = inv.representor_of(inv.pfs[1].vfs[3].address).name
     other = inv.representor_of(inv.pfs[1].vfs[2].address).name
-    original = privileged.get_link(rep)
+    original = get_link(rep)
     assert original is not None and original["ifname"] == rep
     assert (original["mtu"], original["up"]) == (1500, False)
     new = f"sn{host.layout.sim_id}ren"
 
     privileged.set_link(rep, up=True)
     privileged.set_link(rep, new_name=new, mtu=9000, mac="fa:16:3e:00:99:01")
-    assert privileged.get_link(rep) is None
-    renamed = privileged.get_link(new)
+    assert get_link(rep) is None
+    renamed = get_link(new)
     assert renamed == {"ifname": new, "mac": "fa:16:3e:00:99:01", "mtu": 9000, "up": True}
 
     # Renaming onto an existing link fails in the kernel and leaves both alone.
     with pytest.raises(HostOperationError):
         privileged.set_link(new, new_name=other)
-    assert privileged.get_link(new) == renamed
-    assert privileged.get_link(other) is not None
+    assert get_link(new) == renamed
+    assert get_link(other) is not None
 
     privileged.set_link(new, new_name=rep, mtu=1500, mac=original["mac"], up=False)
-    assert privileged.get_link(new) is None
-    assert privileged.get_link(rep) == original
+    assert get_link(new) is None
+    assert get_link(rep) == original
     # Discovery never depended on the name and still finds it.
     assert discover(host.dir).representor_of(inv.pfs[1].vfs[3].address).name == rep
 

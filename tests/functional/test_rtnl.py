@@ -109,3 +109,23 @@ def test_changing_an_absent_link_is_not_found() -> None:
     with pytest.raises(NotFound, match=r"snv-nosuch0 \(nor snv-nosuch1\)"):
         netdev.set_link("snv-nosuch0", new_name="snv-nosuch1", or_name="snv-nosuch1", mtu=1500)
     assert netdev.get_link("snv-nosuch0") is None
+
+
+def test_this_threads_socket_follows_it_into_another_namespace(
+    names: tuple[str, str, str],
+) -> None:
+    # Reads run in the caller, whose thread may have switched namespace
+    # since its socket was opened (the tests' simulated hosts do): a socket
+    # left in the old namespace would read the wrong links.
+    from tests.fixtures.sim import isolated_netns
+
+    _, outer, _ = names
+    assert netdev.get_link(outer) is not None
+    before = rtnl.root_socket()
+    with isolated_netns():
+        assert netdev.get_link(outer) is None
+        assert netdev.get_link("lo") is not None
+        inside = rtnl.root_socket()
+        assert inside is not before
+    assert netdev.get_link(outer) is not None
+    assert rtnl.root_socket() is not inside

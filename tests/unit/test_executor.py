@@ -112,6 +112,17 @@ def test_progress_is_written_before_the_step_it_covers_starts() -> None:
     assert seen["a"] >= 1 and seen["b"] >= 2 and seen["c"] >= 3
 
 
+def test_steps_the_caller_journalled_as_started_are_not_written_again() -> None:
+    rec = Recorder()
+    p = plan(step("vf", after=()), step("bind", after=(0,)), step("port", after=()),
+             step("relay", after=(1,)))
+    assert p.first_wave() == 3  # vf and port start with the plan; bind sits between
+    executor.execute(p, rec, on_progress=rec.progress.append, started=p.first_wave())
+    assert sorted(rec.ended()) == ["bind", "port", "relay", "vf"]
+    # Only the relay lies beyond what the caller recorded.
+    assert rec.progress == [4]
+
+
 def test_a_failure_undoes_every_finished_step_last_first_and_starts_no_more() -> None:
     rec = Recorder()
     rec.fail.add("port")
