@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 import subprocess
 import time
@@ -129,3 +130,22 @@ def test_this_threads_socket_follows_it_into_another_namespace(
         assert inside is not before
     assert netdev.get_link(outer) is not None
     assert rtnl.root_socket() is not inside
+
+
+def test_opening_a_namespace_socket_leaves_this_thread_where_it_was(
+    names: tuple[str, str, str],
+) -> None:
+    ns, outer, inner = names
+
+    def here() -> tuple[int, int]:
+        st = os.stat("/proc/thread-self/ns/net")
+        return st.st_dev, st.st_ino
+
+    before = here()
+    rtnl.close_all()
+    assert netdev.get_link(inner, netns=ns) is not None  # opens the socket
+    assert here() == before
+    assert netdev.get_link(outer) is not None and netdev.get_link(inner) is None
+    with pytest.raises(NotFound):
+        netdev.get_link(inner, netns=ns + "-absent")
+    assert here() == before
