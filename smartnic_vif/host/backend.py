@@ -12,9 +12,10 @@ import contextlib
 import fcntl
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
+from smartnic_vif.decisions.plan import Operation
 from smartnic_vif.decisions.plug import LinkState, VfSnapshot
 from smartnic_vif.host import discovery, hook, kernel, netdev, privileged
 from smartnic_vif.host.forwarder.client import ForwarderClient, ForwarderTimeout
@@ -40,6 +41,10 @@ class Host:
             "run_hook",
         }
     )
+    # Operations that are privileged changes: several of them, ready at the
+    # same time (or one right after the other), go in one round trip to the
+    # privileged helper (:meth:`call_group`).
+    GROUPABLE = frozenset({"set_vf", "bind_driver", "configure_link"})
 
     def __init__(self, config: Any) -> None:
         self.config = config
@@ -130,20 +135,54 @@ class Host:
 
     # -- operations named by plans -----------------------------------------
     def set_vf(self, pf_address: str, vf_index: int, settings: dict[str, Any]) -> None:
-        privileged.set_vf(self.sysfs_root, self.kernel_backend, pf_address, vf_index, settings)
+        self._change_one("set_vf", pf_address=pf_address, vf_index=vf_index, settings=settings)
 
     def bind_driver(self, address: str, driver: str | None) -> None:
-        privileged.bind_driver(self.sysfs_root, self.kernel_backend, address, driver)
-        with self._lock:
-            # The VF's driver and netdev changed; nothing else did.
-            if self._inventory is not None:
-                self._inventory = discovery.refresh_vf(self._inventory, address)
+        self._change_one("bind_driver", address=address, driver=driver)
 
     def configure_link(self, ifname: str, new_name: str, mtu: int, up: bool) -> None:
         """Rename ``ifname`` to ``new_name`` and set MTU and state, in one
         privileged call. Finding only ``new_name`` means the rename was done
         already (a repeated plug, or an undo finishing a partial one)."""
-        privileged.set_link(ifname, mtu=mtu, up=up, new_name=new_name, or_name=new_name)
+        self._change_one("configure_link", ifname=ifname, new_name=new_name, mtu=mtu, up=up)
+
+    def call_group(
+        self, ops: Sequence[Operation], keep_going: bool = False
+    ) -> list[Exception | None]:
+        """Run privileged operations (:attr:`GROUPABLE`) in order, in one
+        round trip. One outcome (None: done) per operation that ran; after a
+        failure the rest do not run, unless ``keep_going``."""
+        changes = [self._privileged_change(op) for op in ops]
+        outcomes = privileged.apply(changes, keep_going)
+        results: list[Exception | None] = []
+        for op, outcome in zip(ops, outcomes, strict=False):
+            if outcome[0] == "ok":
+                if op.name == "bind_driver":
+                    with self._lock:
+                        # The VF's driver and netdev changed; nothing else did.
+                        if self._inventory is not None:
+                            self._inventory = discovery.refresh_vf(
+                                self._inventory, op.args["address"])
+                results.append(None)
+            else:
+                results.append(privileged.error_from_data(outcome[1], outcome[2]))
+        return results
+
+    def _change_one(self, name: str, **args: Any) -> None:
+        [error] = self.call_group([Operation(name, args)])
+        if error is not None:
+            raise error
+
+    def _privileged_change(self, op: Operation) -> list[Any]:
+        """The privileged helper's change for a plan operation."""
+        args = dict(op.args)
+        if op.name in ("set_vf", "bind_driver"):
+            return [op.name, {"sysfs_root": self.sysfs_root, "backend": self.kernel_backend,
+                              **args}]
+        if op.name == "configure_link":
+            new_name = args.get("new_name")
+            return ["set_link", {**args, "or_name": new_name}]
+        raise ValueError(f"{op.name} is not a privileged operation")
 
     def ensure_bridge(self, bridge: str, datapath_type: str) -> None:
         # Plans made before ovs_set_port made its bridge still name this.

@@ -55,6 +55,41 @@ def _thread_pool() -> futures.ThreadPoolExecutor:
         return _pool[1]
 
 
+def _units(
+    plan: Plan, ready: list[int], pending: list[int], done: set[int],
+    groupable: frozenset[str],
+) -> list[list[int]]:
+    """How to start the ready steps: the backend's groupable ones together in
+    one unit (one call), joined by pending groupable steps that need nothing
+    but those and done steps (run after them, in index order), and every
+    other step in a unit of its own."""
+    group = [i for i in ready if plan.steps[i].do.name in groupable]
+    if group:
+        members = set(group)
+        for j in pending:
+            if (j not in members and plan.steps[j].do.name in groupable
+                    and plan.needs(j) <= done | members):
+                group.append(j)
+                members.add(j)
+        group.sort()
+    return ([group] if group else []) + [[i] for i in ready if i not in group]
+
+
+def _run_unit(backend: Any, plan: Plan, unit: list[int]) -> list[tuple[int, Exception | None]]:
+    """Run one unit; (step, error or None) for each step that ran."""
+    if len(unit) == 1 and plan.steps[unit[0]].do.name not in getattr(backend, "GROUPABLE", ()):
+        try:
+            call(backend, plan.steps[unit[0]].do)
+        except Exception as e:
+            return [(unit[0], e)]
+        return [(unit[0], None)]
+    try:
+        outcomes = backend.call_group([plan.steps[i].do for i in unit])
+    except Exception as e:  # the round trip itself failed: nothing is known to have run
+        return [(unit[0], e)]
+    return list(zip(unit, outcomes, strict=False))
+
+
 def execute(
     plan: Plan,
     backend: Any,
@@ -67,51 +102,56 @@ def execute(
     ``on_progress(n)`` is called before a step starts with ``n`` = one past
     the highest step index started so far, unless ``started`` (steps the
     caller has journalled as started already) covers it; ``on_done(k)``
-    after each step with the number of steps done. On failure no further step starts; once
-    the running ones end, every step done is undone, last first, and
-    :class:`PlanStepFailed` names the first step that failed.
+    after each step with the number of steps done. On failure no further
+    step starts; once the running ones end, every step done is undone, last
+    first, and :class:`PlanStepFailed` names the first step that failed.
+
+    A backend with ``GROUPABLE`` operations and ``call_group`` gets those
+    steps in one call when they may start together (or one after the
+    other, nothing else between them).
     """
+    groupable: frozenset[str] = getattr(backend, "GROUPABLE", frozenset())
     done: set[int] = set()
     pending = list(range(len(plan.steps)))
-    running: dict[futures.Future[Any], int] = {}
+    running: dict[futures.Future[Any], list[int]] = {}
     failed: tuple[int, BaseException] | None = None
 
-    def finished(i: int, error: BaseException | None) -> None:
+    def finished(outcomes: list[tuple[int, Exception | None]]) -> None:
         nonlocal failed
-        if error is None:
-            done.add(i)
-            if on_done:
-                on_done(len(done))
-        else:
-            LOG.warning("%s %s: step '%s' failed: %s", plan.action, plan.port_id,
-                        plan.steps[i].title, error)
-            failed = failed or (i, error)
+        for i, error in outcomes:
+            if error is None:
+                done.add(i)
+                if on_done:
+                    on_done(len(done))
+            else:
+                LOG.warning("%s %s: step '%s' failed: %s", plan.action, plan.port_id,
+                            plan.steps[i].title, error)
+                failed = failed or (i, error)
 
     while True:
         ready = [i for i in pending if plan.needs(i) <= done] if failed is None else []
         if ready:
-            if ready[-1] + 1 > started:
-                started = ready[-1] + 1
+            units = _units(plan, ready, pending, done, groupable)
+            last = max(max(unit) for unit in units)
+            if last + 1 > started:
+                started = last + 1
                 if on_progress:
                     on_progress(started)
-            for i in ready:
-                pending.remove(i)
-            for i in ready[:-1]:
-                running[_thread_pool().submit(call, backend, plan.steps[i].do)] = i
+            for unit in units:
+                for i in unit:
+                    pending.remove(i)
+            for unit in units[:-1]:
+                running[_thread_pool().submit(_run_unit, backend, plan, unit)] = unit
             # The last one runs on this thread: a plan of strictly ordered
             # steps never uses another one.
-            try:
-                call(backend, plan.steps[ready[-1]].do)
-            except Exception as e:
-                finished(ready[-1], e)
-            else:
-                finished(ready[-1], None)
+            finished(_run_unit(backend, plan, units[-1]))
             continue  # what it finished may let others start
         if not running:
             break
         complete, _ = futures.wait(list(running), return_when=futures.FIRST_COMPLETED)
-        for future in sorted(complete, key=running.__getitem__):
-            finished(running.pop(future), future.exception())
+        for future in sorted(complete, key=lambda f: running[f][0]):
+            running.pop(future)
+            finished(future.result())
     if failed is None:
         return
     index, error = failed
@@ -122,16 +162,28 @@ def execute(
 
 
 def undo(steps: tuple[Step, ...] | list[Step], backend: Any) -> list[str]:
-    """Undo ``steps`` last first; keep going past failures and return them."""
+    """Undo ``steps`` last first; keep going past failures and return them.
+    Neighbouring undos the backend can group go in one call, still in order."""
+    groupable: frozenset[str] = getattr(backend, "GROUPABLE", frozenset())
+    todo = [(s.title, s.undo) for s in reversed(steps) if s.undo is not None]
     errors = []
-    for step in reversed(steps):
-        if step.undo is None:
-            continue
+    while todo:
+        run = [todo.pop(0)]
+        while run[0][1].name in groupable and todo and todo[0][1].name in groupable:
+            run.append(todo.pop(0))
+        outcomes: list[Exception | None]
         try:
-            call(backend, step.undo)
+            if run[0][1].name in groupable:
+                outcomes = backend.call_group([op for _, op in run], keep_going=True)
+            else:
+                call(backend, run[0][1])
+                outcomes = [None]
         except Exception as e:
-            LOG.error("undo of '%s' failed: %s", step.title, e)
-            errors.append(f"{step.title}: {e}")
+            outcomes = [e] * len(run)
+        for (title, _), error in zip(run, outcomes, strict=True):
+            if error is not None:
+                LOG.error("undo of '%s' failed: %s", title, error)
+                errors.append(f"{title}: {error}")
     return errors
 
 

@@ -23,7 +23,7 @@ from oslo_privsep import priv_context
 
 from smartnic_vif.host import kernel, netdev
 from smartnic_vif.model import types
-from smartnic_vif.model.errors import InvalidValue
+from smartnic_vif.model.errors import HostOperationError, InvalidValue, NotFound
 
 context = priv_context.PrivContext(
     "smartnic_vif",
@@ -184,3 +184,68 @@ def bind_driver(sysfs_root: str, backend: str, address: str, driver: str | None)
     return kernel.kernel_for(_backend(backend), _root(sysfs_root)).bind_driver(
         types.pci_address(address), types.driver_name(driver) if driver is not None else None
     )
+
+
+# Every change a batch may name: the entrypoints above. Called inside the
+# daemon, they run there directly (no second round trip).
+_CHANGES: dict[str, Callable[..., Any]] = {
+    "set_link": set_link,
+    "set_vf": set_vf,
+    "bind_driver": bind_driver,
+}
+# What an error in a batch comes back as: (class name, args). Only these
+# are rebuilt as themselves; anything else becomes a HostOperationError.
+_ERROR_CLASSES: dict[str, type[Exception]] = {
+    "InvalidValue": PortableInvalidValue,
+    "NotFound": NotFound,
+    "HostOperationError": HostOperationError,
+}
+
+
+@context.entrypoint
+def apply(changes: list[Any], keep_going: bool = False) -> list[Any]:
+    """Run several of the changes above in one round trip, in order.
+
+    ``changes``: ``[name, kwargs]`` pairs. Returns one outcome per change
+    that ran: ``["ok", result]`` or ``["error", class name, args]``. After
+    an error the rest do not run, unless ``keep_going`` (undo, which
+    restores as much as it can)."""
+    if not isinstance(changes, list | tuple) or not isinstance(keep_going, bool):
+        raise PortableInvalidValue("changes", repr(changes)[:200], "expected a list of changes")
+    outcomes: list[Any] = []
+    for change in changes:
+        try:
+            if (not isinstance(change, list | tuple) or len(change) != 2
+                    or change[0] not in _CHANGES or not isinstance(change[1], dict)
+                    or not all(isinstance(k, str) for k in change[1])):
+                raise InvalidValue("change", repr(change)[:200],
+                                   f"expected [name, kwargs] with a name in {sorted(_CHANGES)}")
+            outcomes.append(["ok", _CHANGES[change[0]](**change[1])])
+        except Exception as e:  # carried back as data, one per change
+            outcomes.append(["error", *_error_as_data(e)])
+            if not keep_going:
+                break
+    return outcomes
+
+
+def _error_as_data(e: Exception) -> tuple[str, list[Any]]:
+    if isinstance(e, InvalidValue):
+        value = e.value
+        if value is not None and not isinstance(value, str | int | float | bool):
+            value = repr(value)
+        return "InvalidValue", [e.field, value, e.reason]
+    if isinstance(e, NotFound):
+        return "NotFound", [str(e)]
+    if isinstance(e, HostOperationError):
+        return "HostOperationError", [str(e)]
+    # A TypeError from unexpected keyword arguments, for one.
+    return "HostOperationError", [f"{type(e).__name__}: {e}"]
+
+
+def error_from_data(name: str, args: list[Any]) -> Exception:
+    """The exception an ``["error", name, args]`` outcome of :func:`apply` stands for."""
+    cls = _ERROR_CLASSES.get(name, HostOperationError)
+    try:
+        return cls(*args)
+    except TypeError:
+        return HostOperationError(f"{name}: {args!r}")

@@ -355,3 +355,67 @@ def test_set_link_rename_and_mtu_on_a_representor_and_back(host: SimulatedHost) 
 def test_set_link_on_an_absent_link_is_not_found(privsep: Any) -> None:
     with pytest.raises(NotFound, match="snv-absent0"):
         privileged.set_link("snv-absent0", mtu=1500)
+
+
+# -- several changes in one round trip -------------------------------------------------
+
+
+def test_apply_runs_changes_in_order_and_stops_at_the_first_error(host: SimulatedHost) -> None:
+    root = host.dir
+    inv = discover(root)
+    vf = inv.pfs[0].vfs[1]
+    rep = inv.representor_of(vf.address).name
+    link_before = get_link(rep)
+    assert link_before is not None
+    outcomes = privileged.apply([
+        ["set_vf", {"sysfs_root": root, "backend": SIM, "pf_address": vf.pf_address,
+                    "vf_index": vf.index, "settings": {"mac": "fa:16:3e:00:01:01"}}],
+        ["set_link", {"ifname": rep, "mtu": 9000, "up": True}],
+        ["bind_driver", {"sysfs_root": root, "backend": SIM, "address": vf.address,
+                         "driver": "vfio-pci"}],
+        ["set_link", {"ifname": "snv-absent0", "up": True}],
+        ["set_vf", {"sysfs_root": root, "backend": SIM, "pf_address": vf.pf_address,
+                    "vf_index": vf.index, "settings": {"mac": "fa:16:3e:00:01:02"}}],
+    ])
+    # (privsep hands lists back as tuples)
+    assert [list(o) for o in outcomes[:3]] == [["ok", None], ["ok", None], ["ok", "nfp"]]
+    assert list(outcomes[3][:2]) == ["error", "NotFound"]
+    error = privileged.error_from_data(outcomes[3][1], outcomes[3][2])
+    assert isinstance(error, NotFound) and "snv-absent0" in str(error)
+    assert len(outcomes) == 4  # the last change never ran
+    assert get_vf(root, vf.pf_address, vf.index)["mac"] == "fa:16:3e:00:01:01"
+    assert get_link(rep) == dict(link_before, mtu=9000, up=True)
+    assert discover(root).vf(vf.address).driver == "vfio-pci"
+
+    # keep_going (undo): every change runs, each with its own outcome.
+    outcomes = privileged.apply([
+        ["bind_driver", {"sysfs_root": root, "backend": SIM, "address": vf.address,
+                         "driver": "nfp"}],
+        ["set_vf", {"sysfs_root": root, "backend": SIM, "pf_address": vf.pf_address,
+                    "vf_index": vf.index, "settings": {"vlan": 4095}}],
+        ["set_link", {"ifname": rep, "mtu": 1500, "up": False}],
+        ["set_vf", {"sysfs_root": root, "backend": SIM, "pf_address": vf.pf_address,
+                    "vf_index": vf.index, "settings": {"mac": "00:00:00:00:00:00"}}],
+    ], keep_going=True)
+    assert [o[0] for o in outcomes] == ["ok", "error", "ok", "ok"]
+    invalid = privileged.error_from_data(outcomes[1][1], outcomes[1][2])
+    assert isinstance(invalid, InvalidValue)
+    assert (invalid.field, invalid.value) == ("vf_settings.vlan", 4095)
+    assert get_vf(root, vf.pf_address, vf.index) == DEFAULTS
+    assert get_link(rep) == link_before
+    assert discover(root).vf(vf.address).driver == "nfp"
+
+
+@pytest.mark.parametrize("change", [
+    ["get_link", {"ifname": "lo"}],          # not a change this daemon runs
+    ["set_link"],                            # no kwargs
+    ["set_link", {"ifname": "lo", "bogus": 1}],  # unknown argument
+    "set_link",
+])
+def test_apply_refuses_what_is_not_a_known_change(unchanged_host: SimulatedHost,
+                                                  change: Any) -> None:
+    [outcome] = privileged.apply([change])
+    assert outcome[0] == "error"
+    error = privileged.error_from_data(outcome[1], outcome[2])
+    assert isinstance(error, InvalidValue | HostOperationError)
+    assert get_link("lo") is not None and get_link("lo")["up"] is True  # type: ignore[index]

@@ -180,3 +180,87 @@ def test_unknown_operations_are_refused_before_anything_runs() -> None:
     with pytest.raises(PlanStepFailed, match="unknown operation"):
         run(bad, rec)
     assert rec.events == []
+
+
+# -- grouped calls (the privileged helper's one round trip) ---------------------------
+
+
+class Grouping(Recorder):
+    """A backend whose "priv" steps (and their "unpriv" undos) can go in one
+    call, as the host's privileged changes do."""
+
+    OPERATIONS = Recorder.OPERATIONS | {"priv", "unpriv"}
+    GROUPABLE = frozenset({"priv", "unpriv"})
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.groups: list[tuple[list[str], bool]] = []
+
+    def priv(self, name: str) -> None:
+        self.work(name)
+
+    def unpriv(self, name: str) -> None:
+        self._log("undo", name)
+        if "undo " + name in self.fail:
+            raise RuntimeError(f"undo of {name} broke")
+
+    def call_group(self, ops: list[Operation], keep_going: bool = False) -> list[Exception | None]:
+        self.groups.append(([op.args["name"] for op in ops], keep_going))
+        outcomes: list[Exception | None] = []
+        for op in ops:
+            try:
+                getattr(self, op.name)(**op.args)
+                outcomes.append(None)
+            except Exception as e:
+                outcomes.append(e)
+                if not keep_going:
+                    break
+        return outcomes
+
+
+def gstep(name: str, after: tuple[int, ...] | None = None, op: str = "priv") -> Step:
+    undo = "unpriv" if op == "priv" else "rollback"
+    return Step(name, Operation(op, {"name": name}), Operation(undo, {"name": name}), after=after)
+
+
+def forwarder_like() -> Plan:
+    # vf -> bind -> relay, link beside them, port beside all: the shape of a
+    # forwarder plug.
+    return plan(gstep("vf", after=()), gstep("bind", after=(0,)), gstep("link", after=()),
+                gstep("port", after=(), op="work"), gstep("relay", after=(1,), op="work"))
+
+
+def test_groupable_steps_that_start_together_or_in_a_chain_go_in_one_call() -> None:
+    rec = Grouping()
+    executor.execute(forwarder_like(), rec, on_progress=rec.progress.append)
+    # vf and link start with the plan; bind needs only vf, so it follows it
+    # in the same call. The OVS-like and relay steps are called one by one.
+    assert rec.groups == [(["vf", "bind", "link"], False)]
+    assert sorted(rec.ended()) == ["bind", "link", "port", "relay", "vf"]
+    order = rec.ended()
+    assert order.index("vf") < order.index("bind") < order.index("relay")
+    # bind was journalled as started before the call that runs it.
+    assert rec.progress == [4, 5]
+
+
+def test_a_failure_inside_a_group_stops_the_rest_of_it_and_undoes_what_ran() -> None:
+    rec = Grouping()
+    rec.fail.add("bind")
+    with pytest.raises(PlanStepFailed) as caught:
+        executor.execute(forwarder_like(), rec, on_progress=rec.progress.append)
+    assert caught.value.step == "bind"
+    assert ("start", "link") not in rec.events  # after bind in the group: never started
+    assert ("start", "relay") not in rec.events
+    # Undone last first: the port alone, then vf (a group of one).
+    assert [n for k, n in rec.events if k == "undo"] == ["port", "vf"]
+    assert rec.groups[-1] == (["vf"], True)
+
+
+def test_undo_groups_neighbouring_groupable_undos_in_reverse_and_keeps_going() -> None:
+    rec = Grouping()
+    rec.fail.add("undo link")
+    p = forwarder_like()
+    errors = executor.undo(p.steps, rec)
+    assert [n for k, n in rec.events if k == "undo"] == ["relay", "port", "link", "bind", "vf"]
+    assert rec.groups == [(["link", "bind", "vf"], True)]
+    assert errors == ["link: undo of link broke"]
