@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import struct
 import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -23,6 +24,14 @@ from smartnic_vif.host.ovsdb import OvsdbClient
 from smartnic_vif.model import types
 from smartnic_vif.model.errors import HostOperationError, NotFound
 from smartnic_vif.model.inventory import Inventory
+
+
+def pci_lock_offset(address: str) -> int:
+    """A PCI address (``dddd:bb:dd.f``, normalised) as one number, unique per
+    address: domain, bus, device (5 bits) and function (3 bits)."""
+    domain, bus, rest = address.split(":")
+    device, function = rest.split(".")
+    return (int(domain, 16) << 16) | (int(bus, 16) << 8) | (int(device, 16) << 3) | int(function)
 
 
 class Host:
@@ -121,17 +130,26 @@ class Host:
 
     @contextlib.contextmanager
     def vf_lock(self, vf_address: str) -> Iterator[None]:
-        """Serialise work on one VF across threads and processes (flock on a
-        per-VF file: each open() is its own lock owner)."""
-        lock_dir = os.path.join(self.config.state_path, "locks")
-        os.makedirs(lock_dir, mode=0o700, exist_ok=True)
-        path = os.path.join(lock_dir, types.pci_address(vf_address) + ".lock")
-        with open(path, "a") as f:
-            fcntl.flock(f, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(f, fcntl.LOCK_UN)
+        """Serialise work on one VF across threads and processes.
+
+        An open-file-description lock on one byte of ``<state_path>/vfs.lock``,
+        the byte at the VF's PCI address read as a number: each open() owns
+        its locks, so two threads exclude each other as two processes do, and
+        closing the file releases them (also when a process dies). One file
+        for every VF: a file per VF cost a file creation on each VF's first
+        plug."""
+        offset = pci_lock_offset(types.pci_address(vf_address))
+        path = os.path.join(self.config.state_path, "vfs.lock")
+        os.makedirs(self.config.state_path, mode=0o700, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            # struct flock: l_type, l_whence, l_start, l_len, l_pid (0 for
+            # OFD locks), with the padding x86_64 and arm64 both use.
+            fcntl.fcntl(fd, fcntl.F_OFD_SETLKW,
+                        struct.pack("@hhqqi4x", fcntl.F_WRLCK, os.SEEK_SET, offset, 1, 0))
+            yield
+        finally:
+            os.close(fd)
 
     # -- operations named by plans -----------------------------------------
     def set_vf(self, pf_address: str, vf_index: int, settings: dict[str, Any]) -> None:

@@ -75,6 +75,16 @@ def _units(
     return ([group] if group else []) + [[i] for i in ready if i not in group]
 
 
+def _all_wait_for(plan: Plan, unit: list[int], pending: list[int]) -> bool:
+    """Whether every pending step needs ``unit`` (directly or through
+    another pending step)."""
+    blocked = set(unit)
+    for j in sorted(pending):
+        if plan.needs(j) & blocked:
+            blocked.add(j)
+    return all(j in blocked for j in pending)
+
+
 def _run_unit(backend: Any, plan: Plan, unit: list[int]) -> list[tuple[int, Exception | None]]:
     """Run one unit; (step, error or None) for each step that ran."""
     if len(unit) == 1 and plan.steps[unit[0]].do.name not in getattr(backend, "GROUPABLE", ()):
@@ -140,12 +150,16 @@ def execute(
             for unit in units:
                 for i in unit:
                     pending.remove(i)
-            for unit in units[:-1]:
+            # The last unit runs on this thread when every step still to
+            # start waits for it anyway (a plan of strictly ordered steps
+            # never uses another thread); otherwise this thread only
+            # schedules, so that no step waits for one it does not need.
+            inline = units.pop() if _all_wait_for(plan, units[-1], pending) else None
+            for unit in units:
                 running[_thread_pool().submit(_run_unit, backend, plan, unit)] = unit
-            # The last one runs on this thread: a plan of strictly ordered
-            # steps never uses another one.
-            finished(_run_unit(backend, plan, units[-1]))
-            continue  # what it finished may let others start
+            if inline is not None:
+                finished(_run_unit(backend, plan, inline))
+                continue  # what it finished may let others start
         if not running:
             break
         complete, _ = futures.wait(list(running), return_when=futures.FIRST_COMPLETED)

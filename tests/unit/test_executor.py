@@ -86,6 +86,16 @@ def test_independent_steps_run_at_the_same_time() -> None:
     assert rec.progress == [2]
 
 
+def test_a_long_step_never_holds_back_a_step_that_does_not_need_it() -> None:
+    rec = Recorder()
+    # "long" waits at the barrier for "late", which can start only once
+    # "short" is done. Were "long" run on the scheduling thread, "late"
+    # could not start before "long" ended, and the barrier would break.
+    run(plan(step("short", after=()), step("long", after=(), op="meet"),
+             step("late", after=(0,), op="meet")), rec)
+    assert sorted(rec.ended()) == ["late", "long", "short"]
+
+
 def test_a_step_starts_only_after_the_steps_it_names() -> None:
     rec = Recorder()
     run(plan(step("vf", after=()), step("bridge", after=()), step("port", after=(1,)),
