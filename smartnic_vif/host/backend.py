@@ -20,7 +20,7 @@ from smartnic_vif.decisions.plan import Operation
 from smartnic_vif.decisions.plug import LinkState, VfSnapshot
 from smartnic_vif.host import discovery, hook, kernel, netdev, privileged
 from smartnic_vif.host.forwarder.client import ForwarderClient, ForwarderTimeout
-from smartnic_vif.host.ovsdb import OvsdbClient
+from smartnic_vif.host.ovsdb import OvsdbClient, PortSpec
 from smartnic_vif.model import types
 from smartnic_vif.model.errors import HostOperationError, NotFound
 from smartnic_vif.model.inventory import Inventory
@@ -219,8 +219,10 @@ class Host:
         port change forgets it, and the next plug checks again."""
         known = bridge in self._bridges
         try:
-            self.ovsdb.set_port(bridge, port, iface_id=iface_id, mac=mac, vm_uuid=vm_uuid,
-                                mtu=mtu, bridge_datapath_type=None if known else datapath_type)
+            spec = PortSpec(bridge=bridge, name=port, iface_id=iface_id, mac=mac,
+                            vm_uuid=vm_uuid, mtu=mtu)
+            create = {bridge: datapath_type} if datapath_type is not None and not known else None
+            self.ovsdb.apply_ports([spec], create_bridges=create)
         except Exception:
             self._bridges.discard(bridge)
             raise

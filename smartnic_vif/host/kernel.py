@@ -139,10 +139,10 @@ class LinuxKernel:
         pf = _pf_netdev(self.root, pf_address)
         # One RTM_GETLINK on this thread's kept socket: unprivileged, and
         # without pyroute2's event loop in the caller (nova-compute).
-        msg = rtnl.root_socket().get_link(pf, ext_mask=rtnl.RTEXT_FILTER_VF)
-        if msg is None:
+        raw = rtnl.root_socket().get_link(pf, ext_mask=rtnl.RTEXT_FILTER_VF)
+        if raw is None:
             raise NotFound(f"PF netdev {pf} does not exist")
-        settings = vf_settings_from_link(msg, vf_index)
+        settings = vf_settings_from_link(rtnl.decode_link(raw), vf_index)
         if settings is None:
             raise NotFound(f"PF {pf_address} ({pf}) reports no VF {vf_index}")
         return settings

@@ -19,15 +19,11 @@ from smartnic_vif.model.errors import HostOperationError, NotFound
 
 def get_link(ifname: str, netns: str | None = None) -> dict[str, Any] | None:
     """Name, MAC, MTU and admin state of a link; None when it does not exist."""
-    msg = rtnl.socket_for(netns).get_link(ifname)
-    if msg is None:
+    raw = rtnl.socket_for(netns).get_link(ifname)
+    if raw is None:
         return None
-    return {
-        "ifname": msg.get_attr("IFLA_IFNAME"),
-        "mac": msg.get_attr("IFLA_ADDRESS"),
-        "mtu": msg.get_attr("IFLA_MTU"),
-        "up": bool(msg["flags"] & rtnl.IFF_UP),
-    }
+    link = rtnl.link_fields(raw)
+    return {"ifname": link.ifname, "mac": link.mac, "mtu": link.mtu, "up": link.up}
 
 
 def set_link(
@@ -58,19 +54,20 @@ def set_link(
             if e.code != errno.ENODEV or or_name is None:
                 raise _error(e, ifname, None, netns) from e
     target = ifname
-    msg = sock.get_link(target)
-    if msg is None and or_name is not None:
-        msg = sock.get_link(or_name)
-        if msg is not None:
+    raw = sock.get_link(target)
+    if raw is None and or_name is not None:
+        raw = sock.get_link(or_name)
+        if raw is not None:
             target = or_name
             if rename == or_name:
                 rename = None
-    if msg is None:
+    if raw is None:
         raise _not_found(ifname, or_name, netns)
-    index = int(msg["index"])
+    link = rtnl.link_fields(raw)
+    index = link.index
     try:
         if rename is not None:
-            was_up = bool(msg["flags"] & rtnl.IFF_UP)
+            was_up = link.up
             if was_up:
                 sock.set_link(index=index, up=False)
             try:

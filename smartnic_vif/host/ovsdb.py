@@ -791,14 +791,19 @@ class OvsdbClient:
         bridges = {bridge: bridge_datapath_type} if bridge_datapath_type is not None else None
         return self.set_ports([spec], create_bridges=bridges)[0]
 
-    def set_ports(
+    def apply_ports(
         self, specs: Iterable[PortSpec], create_bridges: Mapping[str, str] | None = None
-    ) -> list[PortInfo]:
-        """:meth:`set_port` for many ports in ONE transaction (all or nothing).
-        ``create_bridges``: bridge -> datapath_type, made first if missing."""
+    ) -> None:
+        """:meth:`set_ports` without reading the ports back (a plug step needs
+        only to know that the transaction and ovs-vswitchd are done)."""
+        self._apply_ports(specs, create_bridges)
+
+    def _apply_ports(
+        self, specs: Iterable[PortSpec], create_bridges: Mapping[str, str] | None
+    ) -> tuple[list[PortSpec], str]:
         checked = [s.validated() for s in specs]
         if not checked:
-            return []
+            return [], ""
         names = [s.name for s in checked]
         if len(set(names)) != len(names):
             raise InvalidValue("ports", names, "a port name appears twice in one batch")
@@ -821,6 +826,17 @@ class OvsdbClient:
                 LOG.info(
                     "port %s moved from bridge %s to %s", c.spec.name, c.moved_from, c.spec.bridge
                 )
+        return checked, what
+
+    def set_ports(
+        self, specs: Iterable[PortSpec], create_bridges: Mapping[str, str] | None = None
+    ) -> list[PortInfo]:
+        """:meth:`set_port` for many ports in ONE transaction (all or nothing).
+        ``create_bridges``: bridge -> datapath_type, made first if missing."""
+        checked, what = self._apply_ports(specs, create_bridges)
+        if not checked:
+            return []
+        names = [s.name for s in checked]
         with self._reading(what) as api:
             infos = _port_infos(api, set(names), bridges={s.name: s.bridge for s in checked})
         by_name = {i.name: i for i in infos}

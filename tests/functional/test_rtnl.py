@@ -149,3 +149,20 @@ def test_opening_a_namespace_socket_leaves_this_thread_where_it_was(
     with pytest.raises(NotFound):
         netdev.get_link(inner, netns=ns + "-absent")
     assert here() == before
+
+
+def test_link_fields_read_what_pyroute2_decodes(names: tuple[str, str, str]) -> None:
+    ns, outer, inner = names
+    netdev.set_link(outer, mtu=9000, mac="02:00:00:00:aa:01", up=True)
+    for sock, name in ((rtnl.root_socket(), outer), (rtnl.root_socket(), "lo"),
+                       (rtnl.netns_socket(ns), inner)):
+        raw = sock.get_link(name)
+        assert raw is not None
+        fields = rtnl.link_fields(raw)
+        full = rtnl.decode_link(raw)
+        assert fields.ifname == full.get_attr("IFLA_IFNAME") == name
+        assert fields.mac == full.get_attr("IFLA_ADDRESS")
+        assert fields.mtu == full.get_attr("IFLA_MTU")
+        assert (fields.index, fields.flags) == (full["index"], full["flags"])
+    assert rtnl.link_fields(rtnl.root_socket().get_link(outer)).mtu == 9000  # type: ignore[arg-type]
+    assert rtnl.root_socket().get_link("snv-absent0") is None
