@@ -28,7 +28,8 @@ from typing import Any
 
 from pyroute2 import IPRoute, netns
 
-from smartnic_vif.host.kernel import SIM_STATE_DIR
+from smartnic_vif.host.kernel import SIM_STATE_DIR, SimulatedKernel
+from smartnic_vif.sim.forwarder import read_state as forwarder_state
 from smartnic_vif.sim.sysfs_tree import (
     PORT_NAME_FORMS,
     VENDORS,
@@ -447,13 +448,11 @@ class SimulatedHost:
         raise SimulatorError(f"no VF {vf_address} on this simulated host")
 
     def kernel_state(self, vf_address: str) -> dict[str, Any]:
-        with open(os.path.join(self.dir, SIM_STATE_DIR, "vfs", vf_address + ".json")) as f:
-            return dict(json.load(f))
+        return SimulatedKernel(self.dir).read_state(vf_address)
 
     def relays(self) -> list[dict[str, Any]]:
         try:
-            with open(os.path.join(self.layout.forwarder_dir, "relays.json")) as f:
-                data = json.load(f)
+            data = forwarder_state(os.path.join(self.layout.forwarder_dir, "relays.json"))
         except (OSError, ValueError):
             return []
         return list(data.get("relays", data) if isinstance(data, dict) else data)
