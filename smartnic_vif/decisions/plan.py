@@ -11,7 +11,7 @@ Undo always runs in reverse order, which reverses every dependency.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -91,12 +91,15 @@ class Plan:
         after = self.steps[index].after
         return frozenset(range(index) if after is None else after)
 
-    def first_wave(self) -> int:
-        """One past the last step that may start with the plan (needing no
-        other step): what a journal records as started before the first
-        step runs."""
-        starting = [i for i in range(len(self.steps)) if not self.needs(i)]
-        return starting[-1] + 1 if starting else 0
+    def journal_horizon(self, started: Iterable[int]) -> int:
+        """What a write-ahead journal records before ``started`` steps start:
+        one past the last step among them and those that need nothing else
+        (they start as soon as these end, unless one fails). Journalling
+        that next wave now keeps the journal write out of the gap between
+        waves; every undo is safe on a step that never ran."""
+        begun = set(started)
+        ahead = [i for i in range(len(self.steps)) if i in begun or self.needs(i) <= begun]
+        return max(ahead) + 1 if ahead else 0
 
     def __iter__(self) -> Iterator[Step]:
         return iter(self.steps)

@@ -100,6 +100,16 @@ def _run_unit(backend: Any, plan: Plan, unit: list[int]) -> list[tuple[int, Exce
     return list(zip(unit, outcomes, strict=False))
 
 
+def first_horizon(plan: Plan, backend: Any) -> int:
+    """What :func:`execute` journals before its first steps start, for a
+    caller that records it with its own first write (a plug's claim)."""
+    pending = list(range(len(plan.steps)))
+    ready = [i for i in pending if not plan.needs(i)]
+    groupable: frozenset[str] = getattr(backend, "GROUPABLE", frozenset())
+    units = _units(plan, ready, pending, set(), groupable) if ready else []
+    return plan.journal_horizon(i for unit in units for i in unit)
+
+
 def execute(
     plan: Plan,
     backend: Any,
@@ -109,9 +119,10 @@ def execute(
 ) -> None:
     """Run every step of ``plan``, each once the steps it needs are done.
 
-    ``on_progress(n)`` is called before a step starts with ``n`` = one past
-    the highest step index started so far, unless ``started`` (steps the
-    caller has journalled as started already) covers it; ``on_done(k)``
+    ``on_progress(n)`` is called before a step starts with ``n`` =
+    :meth:`Plan.journal_horizon` of the steps begun so far (those that may
+    start next included), unless ``started`` (what the caller journalled
+    already) covers it; ``on_done(k)``
     after each step with the number of steps done. On failure no further
     step starts; once the running ones end, every step done is undone, last
     first, and :class:`PlanStepFailed` names the first step that failed.
@@ -142,9 +153,10 @@ def execute(
         ready = [i for i in pending if plan.needs(i) <= done] if failed is None else []
         if ready:
             units = _units(plan, ready, pending, done, groupable)
-            last = max(max(unit) for unit in units)
-            if last + 1 > started:
-                started = last + 1
+            begun = done | {i for unit in [*units, *running.values()] for i in unit}
+            horizon = plan.journal_horizon(begun)
+            if horizon > started:
+                started = horizon
                 if on_progress:
                     on_progress(started)
             for unit in units:

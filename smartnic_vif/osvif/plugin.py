@@ -163,7 +163,7 @@ class SmartNICPlugin(plugin.PluginBase):
             # that start first are then journalled together, before anything
             # changes.
             plan = self.plan_port(port)
-            first = plan.first_wave()
+            first = executor.first_horizon(plan, self.host)
             self.store.claim(port.port_id, port.vf_address, port.mode, _request_dict(port),
                              plan=plan, steps_started=first)
             _failpoint(0)

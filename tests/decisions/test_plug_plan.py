@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from smartnic_vif.decisions import plug
 from smartnic_vif.decisions.plan import Plan
+from smartnic_vif.host import executor
+from smartnic_vif.host.backend import Host
 from tests.decisions.hosts import SMARTNIC_PF, mixed_host
 
 INVENTORY = mixed_host()
@@ -82,7 +84,7 @@ def test_passthrough_steps_all_start_with_the_plan() -> None:
     p = plug.plan_plug(port(), INVENTORY, SNAPSHOT, plug.PlugOptions())
     assert [p.needs(i) for i in range(len(p))] == [frozenset()] * 3
     # So the claim journals every step as started, and no later write is due.
-    assert p.first_wave() == len(p)
+    assert executor.first_horizon(p, Host) == len(p)
 
 
 def test_a_renamed_representor_is_added_to_ovs_only_once_renamed() -> None:
@@ -107,8 +109,11 @@ def test_forwarder_relay_waits_for_the_vfio_driver_and_unplug_unwinds_in_reverse
     assert bind in p.needs(relay)
     assert index(p, "set_vf") in p.needs(bind)  # the VF's own changes, one at a time
     assert p.needs(index(p, "ovs_set_port")) == frozenset()
-    # The relay is the one step that starts later than the plan.
-    assert p.first_wave() == relay
+    # The relay is the one step that waits for a step that does not start
+    # with the plan; but the bind joins the VF settings' privileged round
+    # trip, so the claim journals the relay too.
+    assert p.journal_horizon(i for i in range(len(p)) if not p.needs(i)) == relay
+    assert executor.first_horizon(p, Host) == len(p)
     # Every undo happens in reverse index order: relay first, VF settings last.
     assert relay == len(p.steps) - 1 and index(p, "set_vf") == 0
 
@@ -121,7 +126,9 @@ def test_hooks_come_first_and_last_around_everything() -> None:
     for i in range(1, len(p.steps) - 1):
         assert 0 in before(p, i), p.steps[i].title
     assert p.needs(len(p.steps) - 1) == frozenset(range(len(p.steps) - 1))
-    assert p.first_wave() == 1  # only the pre-plug hook starts with the plan
+    # Only the pre-plug hook starts with the plan; what needs only the hook
+    # (VF settings, representor, OVS port) is journalled with it.
+    assert executor.first_horizon(p, Host) == index(p, "ovs_set_port") + 1
 
 
 def test_the_plan_round_trips_through_the_journal_format() -> None:

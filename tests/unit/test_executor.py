@@ -72,8 +72,8 @@ def test_a_plan_without_dependencies_runs_in_order_on_the_calling_thread() -> No
     run(plan(step("a"), step("b"), step("c")), rec)
     assert rec.ended() == ["a", "b", "c"]
     assert set(rec.threads.values()) == {threading.get_ident()}
-    # Written before each step starts: 1 before a, 2 before b, 3 before c.
-    assert rec.progress == [1, 2, 3]
+    # Written ahead by one step: before a (a and b), before b (c).
+    assert rec.progress == [2, 3]
 
 
 def test_independent_steps_run_at_the_same_time() -> None:
@@ -126,10 +126,12 @@ def test_steps_the_caller_journalled_as_started_are_not_written_again() -> None:
     rec = Recorder()
     p = plan(step("vf", after=()), step("bind", after=(0,)), step("port", after=()),
              step("relay", after=(1,)))
-    assert p.first_wave() == 3  # vf and port start with the plan; bind sits between
-    executor.execute(p, rec, on_progress=rec.progress.append, started=p.first_wave())
+    first = executor.first_horizon(p, rec)
+    assert first == 3  # vf and port start with the plan; bind follows vf
+    executor.execute(p, rec, on_progress=rec.progress.append, started=first)
     assert sorted(rec.ended()) == ["bind", "port", "relay", "vf"]
-    # Only the relay lies beyond what the caller recorded.
+    # Only the relay lies beyond what the caller recorded; it is journalled
+    # when bind starts, not after bind ends.
     assert rec.progress == [4]
 
 
@@ -249,8 +251,9 @@ def test_groupable_steps_that_start_together_or_in_a_chain_go_in_one_call() -> N
     assert sorted(rec.ended()) == ["bind", "link", "port", "relay", "vf"]
     order = rec.ended()
     assert order.index("vf") < order.index("bind") < order.index("relay")
-    # bind was journalled as started before the call that runs it.
-    assert rec.progress == [4, 5]
+    # bind, and the relay that follows it, were journalled before the call.
+    assert rec.progress == [5]
+    assert executor.first_horizon(forwarder_like(), rec) == 5
 
 
 def test_a_failure_inside_a_group_stops_the_rest_of_it_and_undoes_what_ran() -> None:
