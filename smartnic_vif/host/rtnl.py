@@ -3,10 +3,11 @@
 pyroute2 encodes the requests (``ifinfmsg`` and its NLA classes) and decodes
 any answer that needs more than a link's name, MAC, MTU and flags; this
 module sends one request, splits the answer into messages and reads those
-few link fields itself, on a blocking socket. pyroute2's own IPRoute runs every request
-through an asyncio event loop, which costs about four times the request
-itself and a new loop per socket; a plug makes several link requests, so
-the hot path uses this instead. Only changing a real PF's VF settings (in
+few link fields itself, on a blocking socket. The one request every plug
+starts with, RTM_GETLINK by name, it also frames itself. pyroute2's own
+IPRoute runs every request through an asyncio event loop, which costs about
+four times the request itself and a new loop per socket; a plug makes
+several link requests, so the hot path uses this instead. Only changing a real PF's VF settings (in
 the privileged helper) keeps using pyroute2's IPRoute, for its VF encoders.
 
 Sockets are kept: one per thread in that thread's namespace, one per other
@@ -39,12 +40,13 @@ from smartnic_vif.model.errors import HostOperationError, NotFound
 
 NETLINK_ROUTE = 0
 IFF_UP = 0x1
-IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU = 1, 3, 4
+IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_EXT_MASK = 1, 3, 4, 29
 NLA_F_NESTED, NLA_F_NET_BYTEORDER = 0x8000, 0x4000
 _NLMSGHDR = struct.Struct("=IHHII")  # length, type, flags, sequence, port id
 _IFINFOMSG = struct.Struct("=BxHiII")  # family, type, index, flags, change
 _NLATTR = struct.Struct("=HH")  # length, type
 _ERRNO = struct.Struct("=i")
+_SEQ, _SEQ_OFFSET = struct.Struct("=I"), 8  # nlmsghdr.nlmsg_seq
 _U32 = struct.Struct("=I")
 RTEXT_FILTER_VF = 0x1  # IFLA_EXT_MASK: include the PF's VF list (IFLA_VFINFO_LIST)
 TIMEOUT_SECONDS = 10.0
@@ -66,17 +68,24 @@ class RtnlSocket:
         self._sock.close()
 
     def request(self, msg: Any, msg_type: int, flags: int) -> list[bytes]:
-        """Send ``msg``; return its answers, each one message's raw bytes
-        (none for a bare ACK). A kernel error raises pyroute2's NetlinkError
-        with the errno."""
-        seq = next(_sequence) & 0xFFFFFFFF
+        """Send ``msg`` (a pyroute2 message); return its answers, each one
+        message's raw bytes (none for a bare ACK). A kernel error raises
+        pyroute2's NetlinkError with the errno."""
         msg["header"]["type"] = msg_type
         msg["header"]["flags"] = flags | NLM_F_REQUEST
-        msg["header"]["sequence_number"] = seq
+        msg["header"]["sequence_number"] = 0
         msg.encode()
+        return self.send(msg.data)
+
+    def send(self, request: bytes) -> list[bytes]:
+        """Send one encoded request under a fresh sequence number (written
+        into its header here); return the raw answers, as :meth:`request`."""
+        seq = next(_sequence) & 0xFFFFFFFF
+        framed = bytearray(request)
+        _SEQ.pack_into(framed, _SEQ_OFFSET, seq)
         answers: list[bytes] = []
         with self._lock:
-            self._sock.send(msg.data)
+            self._sock.send(framed)
             while True:
                 try:
                     data = self._sock.recv(65536)
@@ -108,12 +117,8 @@ class RtnlSocket:
         """The RTM_NEWLINK answer for ``ifname`` (raw: see :func:`link_fields`
         and :func:`decode_link`), or None if there is none. Reading needs no
         privilege."""
-        msg = ifinfmsg()
-        msg["attrs"] = [("IFLA_IFNAME", ifname)]
-        if ext_mask:
-            msg["attrs"].append(("IFLA_EXT_MASK", ext_mask))
         try:
-            answers = self.request(msg, RTM_GETLINK, 0)
+            answers = self.send(_getlink_request(ifname, ext_mask))
         except NetlinkError as e:
             if e.code in (errno.ENODEV, errno.ENOENT):
                 return None
@@ -163,6 +168,20 @@ class LinkFields:
     @property
     def up(self) -> bool:
         return bool(self.flags & IFF_UP)
+
+
+def _nla(kind: int, value: bytes) -> bytes:
+    return _NLATTR.pack(_NLATTR.size + len(value), kind) + value + b"\0" * (-len(value) % 4)
+
+
+def _getlink_request(ifname: str, ext_mask: int) -> bytes:
+    """RTM_GETLINK for one link by name, framed here: the one request every
+    plug makes before anything else, where pyroute2's encoder cost more than
+    the kernel's answer."""
+    body = _IFINFOMSG.pack(0, 0, 0, 0, 0) + _nla(IFLA_IFNAME, ifname.encode() + b"\0")
+    if ext_mask:
+        body += _nla(IFLA_EXT_MASK, _U32.pack(ext_mask))
+    return _NLMSGHDR.pack(_NLMSGHDR.size + len(body), RTM_GETLINK, NLM_F_REQUEST, 0, 0) + body
 
 
 def link_fields(raw: bytes) -> LinkFields:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+from dataclasses import fields
 from typing import Any
 
 from os_vif import exception as osv_exception
@@ -310,6 +311,5 @@ class AgilioOvsPlugin(SmartNICPlugin):
 
 
 def _request_dict(port: decide.PortRequest) -> dict[str, Any]:
-    from dataclasses import asdict
-
-    return asdict(port)
+    # Every field is a plain value: no deep copy (dataclasses.asdict) needed.
+    return {f.name: getattr(port, f.name) for f in fields(port)}

@@ -1,6 +1,9 @@
-"""Reading a real PF's VF settings out of its RTM_NEWLINK: the message is
-built with pyroute2's own encoder (this machine has no SR-IOV), sent through
-its decoder, and read by the code LinuxKernel.get_vf uses."""
+"""The netlink codecs no real kernel here can exercise.
+
+Reading a real PF's VF settings out of its RTM_NEWLINK: the message is built
+with pyroute2's own encoder (this machine has no SR-IOV), sent through its
+decoder, and read by the code LinuxKernel.get_vf uses. And the one request
+rtnl frames by hand, checked byte for byte against pyroute2's encoder."""
 
 from __future__ import annotations
 
@@ -59,3 +62,19 @@ def test_a_vf_the_pf_does_not_report_is_none() -> None:
     decoded = ifinfmsg(plain.data)
     decoded.decode()
     assert vf_settings_from_link(decoded, 0) is None
+
+
+def test_the_hand_framed_getlink_request_is_what_pyroute2_encodes() -> None:
+    from pyroute2.netlink import NLM_F_REQUEST
+    from pyroute2.netlink.rtnl import RTM_GETLINK
+
+    from smartnic_vif.host import rtnl
+
+    for name, mask in (("lo", 0), ("enp5s0np0", rtnl.RTEXT_FILTER_VF), ("a" * 15, 0)):
+        msg = ifinfmsg()
+        msg["attrs"] = [("IFLA_IFNAME", name)] + ([("IFLA_EXT_MASK", mask)] if mask else [])
+        msg["header"]["type"] = RTM_GETLINK
+        msg["header"]["flags"] = NLM_F_REQUEST
+        msg["header"]["sequence_number"] = 0
+        msg.encode()
+        assert rtnl._getlink_request(name, mask) == bytes(msg.data), name
