@@ -740,7 +740,9 @@ class ForwarderSimulator:
             "stats_endpoint": self._stats_endpoint,
             "relays": [self._relays[k].to_json() for k in sorted(self._relays)],
         }
-        _write_locked(self.state_file, json.dumps(state, indent=2) + "\n")
+        # Compact: json's C encoder only serves dumps without indent, and
+        # the table is written whole on every relay change.
+        _write_locked(self.state_file, json.dumps(state, separators=(",", ":")) + "\n")
 
 
 def _write_locked(path: Path, text: str) -> None:
