@@ -234,34 +234,33 @@ class SimulatedKernel:
         each write cost more than the rest of a VF change. The new text is
         padded with spaces to the old length (JSON allows trailing
         whitespace), so a reader never sees a torn or stale tail."""
-        try:
-            fd = os.open(self._path(address), os.O_RDWR | os.O_CLOEXEC)
-        except FileNotFoundError:
-            raise NotFound(f"simulated host has no VF {address}") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            raw = os.pread(fd, os.fstat(fd).st_size, 0)
+        with self._locked(address, writable=True) as (fd, raw):
             state = json.loads(raw)
             before = json.dumps(state, sort_keys=True)
             yield state
             after = json.dumps(state, sort_keys=True)
             if after != before:
-                data = after.encode()
-                os.pwrite(fd, data.ljust(len(raw)), 0)
-        finally:
-            os.close(fd)  # releases the lock
+                os.pwrite(fd, after.encode().ljust(len(raw)), 0)
 
     def read_state(self, address: str) -> dict[str, Any]:
         """VF ``address``'s state as it is now (a shared lock: never half a
         write), for readers that may not write the file."""
+        with self._locked(address, writable=False) as (_, raw):
+            state: dict[str, Any] = json.loads(raw)
+            return state
+
+    @contextlib.contextmanager
+    def _locked(self, address: str, writable: bool) -> Iterator[tuple[int, bytes]]:
+        """The state file's descriptor and contents, under an exclusive lock
+        (``writable``) or a shared one; closing the file releases it."""
         try:
-            fd = os.open(self._path(address), os.O_RDONLY | os.O_CLOEXEC)
+            fd = os.open(self._path(address), (os.O_RDWR if writable else os.O_RDONLY)
+                         | os.O_CLOEXEC)
         except FileNotFoundError:
             raise NotFound(f"simulated host has no VF {address}") from None
         try:
-            fcntl.flock(fd, fcntl.LOCK_SH)
-            state: dict[str, Any] = json.loads(os.pread(fd, os.fstat(fd).st_size, 0))
-            return state
+            fcntl.flock(fd, fcntl.LOCK_EX if writable else fcntl.LOCK_SH)
+            yield fd, os.pread(fd, os.fstat(fd).st_size, 0)
         finally:
             os.close(fd)
 
