@@ -140,8 +140,12 @@ class Host:
         plug."""
         offset = pci_lock_offset(types.pci_address(vf_address))
         path = os.path.join(self.config.state_path, "vfs.lock")
-        os.makedirs(self.config.state_path, mode=0o700, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC
+        try:
+            fd = os.open(path, flags, 0o600)
+        except FileNotFoundError:  # the state directory, on first use only
+            os.makedirs(self.config.state_path, mode=0o700, exist_ok=True)
+            fd = os.open(path, flags, 0o600)
         try:
             # struct flock: l_type, l_whence, l_start, l_len, l_pid (0 for
             # OFD locks), with the padding x86_64 and arm64 both use.
@@ -193,13 +197,12 @@ class Host:
 
     def _privileged_change(self, op: Operation) -> list[Any]:
         """The privileged helper's change for a plan operation."""
-        args = dict(op.args)
         if op.name in ("set_vf", "bind_driver"):
             return [op.name, {"sysfs_root": self.sysfs_root, "backend": self.kernel_backend,
-                              **args}]
+                              **op.args}]
         if op.name == "configure_link":
-            new_name = args.get("new_name")
-            return ["set_link", {**args, "or_name": new_name}]
+            # Finding only the new name means the rename was done already.
+            return ["set_link", {**op.args, "or_name": op.args.get("new_name")}]
         raise ValueError(f"{op.name} is not a privileged operation")
 
     def ensure_bridge(self, bridge: str, datapath_type: str) -> None:

@@ -55,6 +55,13 @@ def _thread_pool() -> futures.ThreadPoolExecutor:
         return _pool[1]
 
 
+def _groupable(backend: Any) -> frozenset[str]:
+    """The operations ``backend.call_group`` takes together (none if it has no
+    such method)."""
+    groupable: frozenset[str] = getattr(backend, "GROUPABLE", frozenset())
+    return groupable
+
+
 def _units(
     plan: Plan, ready: list[int], pending: list[int], done: set[int],
     groupable: frozenset[str],
@@ -87,7 +94,7 @@ def _all_wait_for(plan: Plan, unit: list[int], pending: list[int]) -> bool:
 
 def _run_unit(backend: Any, plan: Plan, unit: list[int]) -> list[tuple[int, Exception | None]]:
     """Run one unit; (step, error or None) for each step that ran."""
-    if len(unit) == 1 and plan.steps[unit[0]].do.name not in getattr(backend, "GROUPABLE", ()):
+    if len(unit) == 1 and plan.steps[unit[0]].do.name not in _groupable(backend):
         try:
             call(backend, plan.steps[unit[0]].do)
         except Exception as e:
@@ -105,8 +112,7 @@ def first_horizon(plan: Plan, backend: Any) -> int:
     caller that records it with its own first write (a plug's claim)."""
     pending = list(range(len(plan.steps)))
     ready = [i for i in pending if not plan.needs(i)]
-    groupable: frozenset[str] = getattr(backend, "GROUPABLE", frozenset())
-    units = _units(plan, ready, pending, set(), groupable) if ready else []
+    units = _units(plan, ready, pending, set(), _groupable(backend)) if ready else []
     return plan.journal_horizon(i for unit in units for i in unit)
 
 
@@ -131,7 +137,7 @@ def execute(
     steps in one call when they may start together (or one after the
     other, nothing else between them).
     """
-    groupable: frozenset[str] = getattr(backend, "GROUPABLE", frozenset())
+    groupable = _groupable(backend)
     done: set[int] = set()
     pending = list(range(len(plan.steps)))
     running: dict[futures.Future[Any], list[int]] = {}
@@ -190,7 +196,7 @@ def execute(
 def undo(steps: tuple[Step, ...] | list[Step], backend: Any) -> list[str]:
     """Undo ``steps`` last first; keep going past failures and return them.
     Neighbouring undos the backend can group go in one call, still in order."""
-    groupable: frozenset[str] = getattr(backend, "GROUPABLE", frozenset())
+    groupable = _groupable(backend)
     todo = [(s.title, s.undo) for s in reversed(steps) if s.undo is not None]
     errors = []
     while todo:

@@ -761,12 +761,8 @@ class OvsdbClient:
         interface_type: str | None = None,
         extra_external_ids: Mapping[str, str] | None = None,
         interface_options: Mapping[str, str] | None = None,
-        bridge_datapath_type: str | None = None,
     ) -> PortInfo:
         """Add or update ``port`` on ``bridge`` in one transaction.
-
-        With ``bridge_datapath_type``, a missing bridge is made (with that
-        datapath_type) in the same transaction, as :meth:`ensure_bridge` would.
 
         Interface ``external_ids`` get iface-id, iface-status, attached-mac,
         vm-uuid (and ``extra_external_ids``); other keys already there are
@@ -788,8 +784,7 @@ class OvsdbClient:
             extra_external_ids=dict(extra_external_ids or {}),
             interface_options=interface_options,
         )
-        bridges = {bridge: bridge_datapath_type} if bridge_datapath_type is not None else None
-        return self.set_ports([spec], create_bridges=bridges)[0]
+        return self.set_ports([spec])[0]
 
     def apply_ports(
         self, specs: Iterable[PortSpec], create_bridges: Mapping[str, str] | None = None

@@ -125,6 +125,14 @@ class PortableInvalidValue(InvalidValue):
         return self._message
 
 
+def _portable_value(value: object) -> object:
+    """``value`` as it can cross the privsep channel: a plain scalar as it is,
+    anything else as its repr."""
+    if value is not None and not isinstance(value, str | int | float | bool):
+        return repr(value)
+    return value
+
+
 def _portable_errors(func: F) -> F:
     """Raise every InvalidValue of ``func`` as a :class:`PortableInvalidValue`
     (a value that is not a plain scalar travels as its repr)."""
@@ -136,10 +144,7 @@ def _portable_errors(func: F) -> F:
         except PortableInvalidValue:
             raise
         except InvalidValue as e:
-            value = e.value
-            if value is not None and not isinstance(value, str | int | float | bool):
-                value = repr(value)
-            raise PortableInvalidValue(e.field, value, e.reason) from None
+            raise PortableInvalidValue(e.field, _portable_value(e.value), e.reason) from None
 
     return wrapper  # type: ignore[return-value]
 
@@ -230,10 +235,7 @@ def apply(changes: list[Any], keep_going: bool = False) -> list[Any]:
 
 def _error_as_data(e: Exception) -> tuple[str, list[Any]]:
     if isinstance(e, InvalidValue):
-        value = e.value
-        if value is not None and not isinstance(value, str | int | float | bool):
-            value = repr(value)
-        return "InvalidValue", [e.field, value, e.reason]
+        return "InvalidValue", [e.field, _portable_value(e.value), e.reason]
     if isinstance(e, NotFound):
         return "NotFound", [str(e)]
     if isinstance(e, HostOperationError):

@@ -225,15 +225,17 @@ def test_set_port_makes_a_missing_bridge_in_the_same_transaction(
     add_veth(netns, "tap-n1")
     add_veth(netns, "tap-n2")
     try:
-        info = client.set_port("br-made", "tap-n1", iface_id=PORT_ID1, mac=MAC1, vm_uuid=VM1,
-                               bridge_datapath_type="netdev")
+        [info] = client.set_ports(
+            [PortSpec("br-made", "tap-n1", iface_id=PORT_ID1, mac=MAC1, vm_uuid=VM1)],
+            create_bridges={"br-made": "netdev"})
         assert info.bridge == "br-made" and isinstance(info.ofport, int) and info.ofport > 0
         assert client.bridge_datapath_type("br-made") == "netdev"
         records = [r for r in db_records(private_ovs) if 'table Port insert row "tap-n1"' in r]
         assert len(records) == 1 and 'table Bridge insert row "br-made"' in records[0]
         # An existing bridge keeps its datapath_type.
-        client.set_port("br-old", "tap-n2", iface_id=PORT_ID2, mac=MAC2, vm_uuid=VM1,
-                        bridge_datapath_type="netdev")
+        client.apply_ports(
+            [PortSpec("br-old", "tap-n2", iface_id=PORT_ID2, mac=MAC2, vm_uuid=VM1)],
+            create_bridges={"br-old": "netdev"})
         assert client.bridge_datapath_type("br-old") == ""
         assert client.list_ports("br-old") == ["tap-n2"]
     finally:
