@@ -183,7 +183,7 @@ def plan_plug(
     name = port.representor_name or rep.name
     steps: list[Step] = []
     # Which steps may run at the same time: the VF's own changes one after
-    # the other (settings, driver, relay); the representor and the OVS port
+    # the other (driver, settings, relay); the representor and the OVS port
     # beside them. The OVS port waits for the representor only when it is
     # renamed: ovs-vswitchd opens the port by its new name.
     first: tuple[int, ...] = ()
@@ -198,6 +198,23 @@ def plan_plug(
         "spoofchk": port.spoofchk,
     }
     original = {k: snapshot.settings[k] for k in wanted if k in snapshot.settings}
+    driver_step = None
+    if port.mode == FORWARDER:
+        # The driver first, then the VF's settings, as libvirt does for a
+        # hostdev: the PF sets them whichever driver holds the VF, and the
+        # VF's user (here virtio-forwarder, on ADD_SOCK) reads them when it
+        # opens the VF. Undone in reverse, the VF's own driver comes back
+        # last and finds its original settings.
+        driver = port.relay_driver or opts.vfio_driver
+        driver_step = len(steps)
+        steps.append(
+            Step(
+                f"bind VF {vf.address} to {driver}",
+                Operation("bind_driver", {"address": vf.address, "driver": driver}),
+                Operation("bind_driver", {"address": vf.address, "driver": snapshot.driver}),
+                after=first,
+            )
+        )
     vf_step = len(steps)
     steps.append(
         Step(
@@ -207,21 +224,9 @@ def plan_plug(
                                  "settings": wanted}),
             Operation("set_vf", {"pf_address": vf.pf_address, "vf_index": vf.index,
                                  "settings": original}),
-            after=first,
+            after=first if driver_step is None else (driver_step,),
         )
     )
-    driver_step = None
-    if port.mode == FORWARDER:
-        driver = port.relay_driver or opts.vfio_driver
-        driver_step = len(steps)
-        steps.append(
-            Step(
-                f"bind VF {vf.address} to {driver}",
-                Operation("bind_driver", {"address": vf.address, "driver": driver}),
-                Operation("bind_driver", {"address": vf.address, "driver": snapshot.driver}),
-                after=(vf_step,),
-            )
-        )
     renamed = name != rep.name
     link_step = len(steps)
     steps.append(
@@ -269,7 +274,7 @@ def plan_plug(
                                             "vhost_path": port.vhost_path}),
                 Operation("forwarder_remove", {"vf_address": vf.address,
                                                "vhost_path": port.vhost_path}),
-                after=(driver_step,),
+                after=(vf_step,),
             )
         )
     if opts.hook:

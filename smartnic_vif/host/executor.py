@@ -66,10 +66,15 @@ def _units(
     plan: Plan, ready: list[int], pending: list[int], done: set[int],
     groupable: frozenset[str],
 ) -> list[list[int]]:
-    """How to start the ready steps: the backend's groupable ones together in
-    one unit (one call), joined by pending groupable steps that need nothing
-    but those and done steps (run after them, in index order), and every
-    other step in a unit of its own."""
+    """How to start the ready steps, as units that each run on one thread.
+
+    The backend's groupable ready steps go together in one unit (one call),
+    joined by pending groupable steps that need nothing but those and done
+    steps (run after them, in index order); every other ready step starts a
+    unit of its own. A unit then carries on with a pending step that needs
+    only the unit and done steps, when no other pending step needs anything
+    the unit does: that step starts the moment its needs are met, and no
+    other step waits for the unit to report."""
     group = [i for i in ready if plan.steps[i].do.name in groupable]
     if group:
         members = set(group)
@@ -79,7 +84,35 @@ def _units(
                 group.append(j)
                 members.add(j)
         group.sort()
-    return ([group] if group else []) + [[i] for i in ready if i not in group]
+    units = ([group] if group else []) + [[i] for i in ready if i not in group]
+    left = [j for j in pending if not any(j in unit for unit in units)]
+    for unit in units:
+        while True:
+            members = set(unit)
+            waiting = [j for j in left if plan.needs(j) & members]
+            # The next step of the chain: one that may start once the unit
+            # ends and that every other step waiting for the unit needs too.
+            follower = next((j for j in waiting if plan.needs(j) <= done | members
+                             and all(_requires(plan, k, j) for k in waiting if k != j)), None)
+            if follower is None:
+                break
+            unit.append(follower)
+            left.remove(follower)
+    return units
+
+
+def _requires(plan: Plan, step: int, other: int) -> bool:
+    """Whether ``step`` needs ``other``, directly or through other steps."""
+    seen: set[int] = set()
+    todo = list(plan.needs(step))
+    while todo:
+        i = todo.pop()
+        if i == other:
+            return True
+        if i not in seen:
+            seen.add(i)
+            todo.extend(plan.needs(i))
+    return False
 
 
 def _all_wait_for(plan: Plan, unit: list[int], pending: list[int]) -> bool:
@@ -93,18 +126,32 @@ def _all_wait_for(plan: Plan, unit: list[int], pending: list[int]) -> bool:
 
 
 def _run_unit(backend: Any, plan: Plan, unit: list[int]) -> list[tuple[int, Exception | None]]:
-    """Run one unit; (step, error or None) for each step that ran."""
-    if len(unit) == 1 and plan.steps[unit[0]].do.name not in _groupable(backend):
+    """Run one unit in order, neighbouring groupable steps in one call;
+    (step, error or None) for each step that ran. A failure ends the unit."""
+    groupable = _groupable(backend)
+    outcomes: list[tuple[int, Exception | None]] = []
+    at = 0
+    while at < len(unit):
+        run = [unit[at]]
+        while (plan.steps[run[0]].do.name in groupable and at + len(run) < len(unit)
+               and plan.steps[unit[at + len(run)]].do.name in groupable):
+            run.append(unit[at + len(run)])
+        at += len(run)
+        if plan.steps[run[0]].do.name not in groupable:
+            try:
+                call(backend, plan.steps[run[0]].do)
+            except Exception as e:
+                return [*outcomes, (run[0], e)]
+            outcomes.append((run[0], None))
+            continue
         try:
-            call(backend, plan.steps[unit[0]].do)
-        except Exception as e:
-            return [(unit[0], e)]
-        return [(unit[0], None)]
-    try:
-        outcomes = backend.call_group([plan.steps[i].do for i in unit])
-    except Exception as e:  # the round trip itself failed: nothing is known to have run
-        return [(unit[0], e)]
-    return list(zip(unit, outcomes, strict=False))
+            errors = backend.call_group([plan.steps[i].do for i in run])
+        except Exception as e:  # the round trip itself failed: nothing is known to have run
+            return [*outcomes, (run[0], e)]
+        outcomes += zip(run, errors, strict=False)
+        if len(errors) < len(run) or any(e is not None for e in errors):
+            return outcomes
+    return outcomes
 
 
 def first_horizon(plan: Plan, backend: Any) -> int:
@@ -168,11 +215,15 @@ def execute(
             for unit in units:
                 for i in unit:
                     pending.remove(i)
-            # The last unit runs on this thread when every step still to
-            # start waits for it anyway (a plan of strictly ordered steps
-            # never uses another thread); otherwise this thread only
-            # schedules, so that no step waits for one it does not need.
-            inline = units.pop() if _all_wait_for(plan, units[-1], pending) else None
+            # A unit that every step still to start waits for anyway runs on
+            # this thread (a plan of strictly ordered steps never uses
+            # another thread; a forwarder plug runs its VF chain here while
+            # the OVS transaction runs beside it); without one, this thread
+            # only schedules, so that no step waits for one it does not need.
+            awaited = [u for u in units if _all_wait_for(plan, u, pending)]
+            inline = awaited[-1] if awaited else None
+            if inline is not None:
+                units.remove(inline)
             for unit in units:
                 running[_thread_pool().submit(_run_unit, backend, plan, unit)] = unit
             if inline is not None:

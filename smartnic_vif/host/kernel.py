@@ -278,17 +278,24 @@ class SimulatedKernel:
                     f"{os.strerror(errno.EOPNOTSUPP)}"
                 )
             state.update(settings)
-            if "mac" in settings and state.get("netdev") and state.get("netns"):
-                # A real VF netdev takes the MAC set on the PF; the simulated
-                # VF's veth end does the same, so its packets carry that MAC.
-                # Clearing the VF MAC (all zeros) gives the netdev back the
-                # address it was made with, as a VF driver reset would.
-                mac = settings["mac"]
-                if mac == "00:00:00:00:00:00":
-                    mac = state.get("netdev_mac")
-                if mac:
-                    with contextlib.suppress(NotFound):
-                        netdev.set_link(state["netdev"], netns=state["netns"], mac=mac)
+            if "mac" in settings and current_driver(self.root, address) in state.get(
+                    "net_drivers", []):
+                self._mirror_mac(state)
+
+    def _mirror_mac(self, state: dict[str, Any]) -> None:
+        """Give the VF's netdev (its veth end) the VF's MAC, as a real VF
+        netdev takes the MAC set on the PF; only while a network driver holds
+        the VF (under vfio-pci there is no netdev to take it). All zeros gives
+        the netdev back the address it was made with, as a VF driver reset
+        would."""
+        if not state.get("netdev") or not state.get("netns"):
+            return
+        mac = state.get("mac")
+        if not mac or mac == "00:00:00:00:00:00":
+            mac = state.get("netdev_mac")
+        if mac:
+            with contextlib.suppress(NotFound):
+                netdev.set_link(state["netdev"], netns=state["netns"], mac=mac)
 
     def bind_driver(self, address: str, driver: str | None) -> str | None:
         dev = _pci_dir(self.root, address)
@@ -309,7 +316,12 @@ class SimulatedKernel:
                 os.symlink(os.path.relpath(target_dir, dev), link)
             # A VF bound to a network driver has a netdev; vfio-pci (or no
             # driver) takes it away. Park the netdev's sysfs entry meanwhile.
-            self._move_netdev(dev, address, state, present=driver in state.get("net_drivers", []))
+            present = driver in state.get("net_drivers", [])
+            self._move_netdev(dev, address, state, present=present)
+            if present:
+                # The network driver probes the VF and reads the MAC the PF
+                # set for it (settings changed while vfio-pci held it).
+                self._mirror_mac(state)
             state["driver_changes"] = state.get("driver_changes", 0) + 1
             state["last_bind"] = time.time()
             return old

@@ -102,20 +102,23 @@ def test_a_renamed_representor_is_added_to_ovs_only_once_renamed() -> None:
 
 def test_forwarder_relay_waits_for_the_vfio_driver_and_unplug_unwinds_in_reverse() -> None:
     p = plug.plan_plug(port(plug.FORWARDER), INVENTORY, SNAPSHOT, plug.PlugOptions())
-    bind, relay = index(p, "bind_driver"), index(p, "forwarder_add")
+    bind, settings, relay = index(p, "bind_driver"), index(p, "set_vf"), index(p, "forwarder_add")
     assert p.steps[bind].do.args == {"address": VF.address, "driver": "vfio-pci"}
     assert p.steps[bind].undo is not None
     assert p.steps[bind].undo.args == {"address": VF.address, "driver": "nfp"}
-    assert bind in p.needs(relay)
-    assert index(p, "set_vf") in p.needs(bind)  # the VF's own changes, one at a time
+    # The VF's own changes, one at a time: driver, settings (libvirt's order
+    # for a hostdev), then the relay, which opens the VF and reads them.
+    assert bind in p.needs(settings)
+    assert p.needs(relay) == frozenset({settings})
     assert p.needs(index(p, "ovs_set_port")) == frozenset()
     # The relay is the one step that waits for a step that does not start
     # with the plan; but the bind joins the VF settings' privileged round
     # trip, so the claim journals the relay too.
     assert p.journal_horizon(i for i in range(len(p)) if not p.needs(i)) == relay
     assert executor.first_horizon(p, Host) == len(p)
-    # Every undo happens in reverse index order: relay first, VF settings last.
-    assert relay == len(p.steps) - 1 and index(p, "set_vf") == 0
+    # Every undo happens in reverse index order: relay first, then the VF
+    # settings, and the VF's own driver last (it probes the restored MAC).
+    assert relay == len(p.steps) - 1 and bind == 0 and settings == 1
 
 
 def test_hooks_come_first_and_last_around_everything() -> None:

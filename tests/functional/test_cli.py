@@ -432,10 +432,11 @@ def test_attach_dry_run_changes_nothing(sim: Sim) -> None:
         else:
             assert plan["mode"] == ("passthrough" if vnic == "direct" else "forwarder")
             names = [s["do"]["name"] for s in plan["steps"]]
-            assert names[0] == "set_vf" and "ovs_set_port" in names
+            assert "set_vf" in names and "ovs_set_port" in names
             assert ("forwarder_add" in names) is (vnic == "virtio-forwarder")
             assert ("bind_driver" in names) is (vnic == "virtio-forwarder")
-            assert plan["steps"][0]["do"]["args"]["settings"]["mac"] == mac
+            set_vf = plan["steps"][names.index("set_vf")]
+            assert set_vf["do"]["args"]["settings"]["mac"] == mac
             # The plan is for the lowest free VF, whose MAC it would set.
             assert plan["vf_address"] == sim.vf_rows[0]["vf"]
         text = sim.cli("attach", "--port-id", port_id, "--mac", mac, "--vnic-type", vnic,

@@ -178,6 +178,29 @@ def test_bind_vfio_removes_the_vf_netdev_and_nfp_brings_it_back(host: SimulatedH
     assert discover(root).vf(vf.address).netdev == netdev
 
 
+def test_a_vf_under_vfio_keeps_its_mac_for_the_driver_that_comes_back(
+    host: SimulatedHost,
+) -> None:
+    # Under vfio-pci a real VF has no netdev: the MAC the PF sets meanwhile
+    # waits in the VF's config until a network driver probes the VF again.
+    root = host.dir
+    vf = discover(root).pfs[0].vfs[2]
+    own_mac = host.kernel_state(vf.address)["netdev_mac"]
+    assert privileged.bind_driver(root, SIM, vf.address, "vfio-pci") == "nfp"
+    privileged.set_vf(root, SIM, vf.pf_address, vf.index, {"mac": "fa:16:3e:00:0a:0b"})
+    assert get_vf(root, vf.pf_address, vf.index)["mac"] == "fa:16:3e:00:0a:0b"
+    assert vf_netdev_mac(host, vf) == own_mac  # nothing took it while parked
+
+    assert privileged.bind_driver(root, SIM, vf.address, "nfp") == "vfio-pci"
+    assert vf_netdev_mac(host, vf) == "fa:16:3e:00:0a:0b"
+
+    # Cleared while parked: the returning driver uses the netdev's own address.
+    privileged.bind_driver(root, SIM, vf.address, "vfio-pci")
+    privileged.set_vf(root, SIM, vf.pf_address, vf.index, {"mac": "00:00:00:00:00:00"})
+    privileged.bind_driver(root, SIM, vf.address, "nfp")
+    assert vf_netdev_mac(host, vf) == own_mac
+
+
 def test_bind_to_a_driver_the_host_lacks_fails(host: SimulatedHost) -> None:
     root = host.dir
     vf = discover(root).pfs[1].vfs[0]

@@ -72,8 +72,8 @@ def test_a_plan_without_dependencies_runs_in_order_on_the_calling_thread() -> No
     run(plan(step("a"), step("b"), step("c")), rec)
     assert rec.ended() == ["a", "b", "c"]
     assert set(rec.threads.values()) == {threading.get_ident()}
-    # Written ahead by one step: before a (a and b), before b (c).
-    assert rec.progress == [2, 3]
+    # One chain, one unit: journalled once, before a starts.
+    assert rec.progress == [3]
 
 
 def test_independent_steps_run_at_the_same_time() -> None:
@@ -94,6 +94,30 @@ def test_a_long_step_never_holds_back_a_step_that_does_not_need_it() -> None:
     run(plan(step("short", after=()), step("long", after=(), op="meet"),
              step("late", after=(0,), op="meet")), rec)
     assert sorted(rec.ended()) == ["late", "long", "short"]
+
+
+def test_a_step_that_needs_only_one_running_unit_carries_on_on_its_thread() -> None:
+    rec = Recorder()
+    # "chain" and "side" start together; "next" needs only "chain". It runs
+    # on chain's thread right after it (no thread has to pass on chain's
+    # end), and the calling thread runs "side" itself.
+    run(plan(step("chain", after=()), step("side", after=()), step("next", after=(0,))), rec)
+    assert sorted(rec.ended()) == ["chain", "next", "side"]
+    here = threading.get_ident()
+    assert rec.threads["chain"] == rec.threads["next"] != here
+    assert rec.threads["side"] == here
+    # All three were journalled as started before any ran.
+    assert rec.progress == [3]
+
+
+def test_a_unit_never_carries_on_with_one_of_two_steps_that_need_it() -> None:
+    rec = Recorder()
+    # "b" and "c" both need only "a" and meet at a barrier: were "b" run on
+    # a's thread after it, "c" could start only once that thread ended, and
+    # the barrier would break.
+    run(plan(step("a", after=()), step("b", after=(0,), op="meet"),
+             step("c", after=(0,), op="meet")), rec)
+    assert sorted(rec.ended()) == ["a", "b", "c"]
 
 
 def test_a_step_starts_only_after_the_steps_it_names() -> None:
@@ -124,15 +148,17 @@ def test_progress_is_written_before_the_step_it_covers_starts() -> None:
 
 def test_steps_the_caller_journalled_as_started_are_not_written_again() -> None:
     rec = Recorder()
-    p = plan(step("vf", after=()), step("bind", after=(0,)), step("port", after=()),
-             step("relay", after=(1,)))
+    p = plan(step("vf", after=()), step("port", after=()), step("bind", after=(0,)),
+             step("relay", after=(1, 2)), step("hook"))
     first = executor.first_horizon(p, rec)
-    assert first == 3  # vf and port start with the plan; bind follows vf
+    # vf and port start with the plan, bind on vf's thread right after it;
+    # the relay, which needs only those, is written ahead with them.
+    assert first == 4
     executor.execute(p, rec, on_progress=rec.progress.append, started=first)
-    assert sorted(rec.ended()) == ["bind", "port", "relay", "vf"]
-    # Only the relay lies beyond what the caller recorded; it is journalled
-    # when bind starts, not after bind ends.
-    assert rec.progress == [4]
+    assert sorted(rec.ended()) == ["bind", "hook", "port", "relay", "vf"]
+    # Only the hook lies beyond what the caller recorded; it is journalled
+    # once, when the relay starts.
+    assert rec.progress == [5]
 
 
 def test_a_failure_undoes_every_finished_step_last_first_and_starts_no_more() -> None:
