@@ -279,14 +279,18 @@ class SmartNICPlugin(plugin.PluginBase):
     def _pinned(self, vif: Any, port: decide.PortRequest) -> Any:
         """A copy of ``vif`` whose datapath_type is the existing bridge's: the
         stock plugin sets datapath_type on an existing bridge otherwise."""
-        existing = self.host.ovsdb.bridge_datapath_type(port.bridge)
-        pinned = vif.obj_clone()
-        profile = pinned.port_profile if pinned.obj_attr_is_set("port_profile") else None
+        profile = vif.port_profile if vif.obj_attr_is_set("port_profile") else None
         # "in fields", not hasattr(): reading an unset field of a versioned
         # object raises NotImplementedError, and Nova leaves datapath_type
         # unset when Neutron sends none.
-        if profile is not None and "datapath_type" in profile.fields:
-            profile.datapath_type = existing or self.config.default_datapath_type
+        if profile is None or "datapath_type" not in profile.fields:
+            return vif
+        existing = self.host.ovsdb.bridge_datapath_type(port.bridge)
+        wanted = existing or self.config.default_datapath_type
+        if profile.obj_attr_is_set("datapath_type") and profile.datapath_type == wanted:
+            return vif  # already what the bridge has: no copy needed
+        pinned = vif.obj_clone()
+        pinned.port_profile.datapath_type = wanted
         return pinned
 
     def _plug_normal(self, vif: Any, instance_info: Any, port: decide.PortRequest) -> None:

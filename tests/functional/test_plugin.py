@@ -360,6 +360,8 @@ def test_normal_vif_never_flips_an_existing_netdev_bridge(env: PluginEnv, tap: s
             assert port.bridge == bridge
             assert port.external_ids["iface-id"] == vif.port_profile.interface_id
             assert datapath_type() == "netdev"
+            # Pinned on a copy: Nova's VIF object is left as it was.
+            assert vif.port_profile.datapath_type == "system"
         finally:
             os_vif.unplug(vif, INSTANCE)
 
