@@ -148,9 +148,6 @@ def main() -> None:
         def floor_del(i: int) -> None:
             api.del_port(floor_reps[i], if_exists=True).execute(check_error=True)
 
-        def per_op(before: dict[str, int], after: dict[str, int], ops: int) -> dict[str, float]:
-            return {who: (after[who] - before.get(who, 0)) * 1000.0 / hz / ops for who in after}
-
         def add_ticks(total: dict[str, float], before: dict[str, int]) -> None:
             for who, used in cpu_ticks().items():
                 total[who] = total.get(who, 0.0) + used - before.get(who, 0)
@@ -169,8 +166,8 @@ def main() -> None:
             for r in range(args.rounds):
                 got: dict[str, list[float]] = {"plug": [], "floor": []}
                 for block in (("floor", "plug") if r % 2 == 0 else ("plug", "floor")):
-                    before = cpu_ticks()
                     if block == "floor":
+                        before = cpu_ticks()
                         got["floor"] += [timed(lambda i=i: floor_add(i)) for i in range(n)]
                         add_ticks(floor_ticks, before)
                         for i in range(n):

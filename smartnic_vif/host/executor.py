@@ -14,10 +14,11 @@ correct after a crash.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent import futures
 from typing import Any, Protocol
 
@@ -72,9 +73,9 @@ def _units(
     joined by pending groupable steps that need nothing but those and done
     steps (run after them, in index order); every other ready step starts a
     unit of its own. A unit then carries on with a pending step that needs
-    only the unit and done steps, when no other pending step needs anything
-    the unit does: that step starts the moment its needs are met, and no
-    other step waits for the unit to report."""
+    only the unit and done steps, when every other pending step that needs
+    the unit needs that step too: it starts the moment its needs are met,
+    and no step that could start earlier waits for the unit to report."""
     group = [i for i in ready if plan.steps[i].do.name in groupable]
     if group:
         members = set(group)
@@ -125,24 +126,26 @@ def _all_wait_for(plan: Plan, unit: list[int], pending: list[int]) -> bool:
     return all(j in blocked for j in pending)
 
 
+def _runs(ops: list[Any], name: Callable[[Any], str], groupable: frozenset[str]
+          ) -> Iterator[tuple[bool, list[Any]]]:
+    """``ops`` in order, neighbouring groupable ones together:
+    (groupable, run) pairs."""
+    for grouped, run in itertools.groupby(ops, lambda op: name(op) in groupable):
+        yield grouped, list(run)
+
+
 def _run_unit(backend: Any, plan: Plan, unit: list[int]) -> list[tuple[int, Exception | None]]:
     """Run one unit in order, neighbouring groupable steps in one call;
     (step, error or None) for each step that ran. A failure ends the unit."""
-    groupable = _groupable(backend)
     outcomes: list[tuple[int, Exception | None]] = []
-    at = 0
-    while at < len(unit):
-        run = [unit[at]]
-        while (plan.steps[run[0]].do.name in groupable and at + len(run) < len(unit)
-               and plan.steps[unit[at + len(run)]].do.name in groupable):
-            run.append(unit[at + len(run)])
-        at += len(run)
-        if plan.steps[run[0]].do.name not in groupable:
-            try:
-                call(backend, plan.steps[run[0]].do)
-            except Exception as e:
-                return [*outcomes, (run[0], e)]
-            outcomes.append((run[0], None))
+    for grouped, run in _runs(unit, lambda i: plan.steps[i].do.name, _groupable(backend)):
+        if not grouped:
+            for i in run:
+                try:
+                    call(backend, plan.steps[i].do)
+                except Exception as e:
+                    return [*outcomes, (i, e)]
+                outcomes.append((i, None))
             continue
         try:
             errors = backend.call_group([plan.steps[i].do for i in run])
@@ -247,26 +250,23 @@ def execute(
 def undo(steps: tuple[Step, ...] | list[Step], backend: Any) -> list[str]:
     """Undo ``steps`` last first; keep going past failures and return them.
     Neighbouring undos the backend can group go in one call, still in order."""
-    groupable = _groupable(backend)
     todo = [(s.title, s.undo) for s in reversed(steps) if s.undo is not None]
     errors = []
-    while todo:
-        run = [todo.pop(0)]
-        while run[0][1].name in groupable and todo and todo[0][1].name in groupable:
-            run.append(todo.pop(0))
-        outcomes: list[Exception | None]
-        try:
-            if run[0][1].name in groupable:
-                outcomes = backend.call_group([op for _, op in run], keep_going=True)
-            else:
-                call(backend, run[0][1])
-                outcomes = [None]
-        except Exception as e:
-            outcomes = [e] * len(run)
-        for (title, _), error in zip(run, outcomes, strict=True):
-            if error is not None:
-                LOG.error("undo of '%s' failed: %s", title, error)
-                errors.append(f"{title}: {error}")
+    for grouped, run in _runs(todo, lambda t: t[1].name, _groupable(backend)):
+        for chunk in ([run] if grouped else [[t] for t in run]):
+            outcomes: list[Exception | None]
+            try:
+                if grouped:
+                    outcomes = backend.call_group([op for _, op in chunk], keep_going=True)
+                else:
+                    call(backend, chunk[0][1])
+                    outcomes = [None]
+            except Exception as e:
+                outcomes = [e] * len(chunk)
+            for (title, _), error in zip(chunk, outcomes, strict=True):
+                if error is not None:
+                    LOG.error("undo of '%s' failed: %s", title, error)
+                    errors.append(f"{title}: {error}")
     return errors
 
 

@@ -277,8 +277,9 @@ class SmartNICPlugin(plugin.PluginBase):
         return stock
 
     def _pinned(self, vif: Any, port: decide.PortRequest) -> Any:
-        """A copy of ``vif`` whose datapath_type is the existing bridge's: the
-        stock plugin sets datapath_type on an existing bridge otherwise."""
+        """``vif`` with the existing bridge's datapath_type (a copy, when that
+        differs from what it says): the stock plugin sets datapath_type on an
+        existing bridge otherwise."""
         profile = vif.port_profile if vif.obj_attr_is_set("port_profile") else None
         # "in fields", not hasattr(): reading an unset field of a versioned
         # object raises NotImplementedError, and Nova leaves datapath_type
