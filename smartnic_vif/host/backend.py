@@ -168,6 +168,15 @@ class Host:
         already (a repeated plug, or an undo finishing a partial one)."""
         self._change_one("configure_link", ifname=ifname, new_name=new_name, mtu=mtu, up=up)
 
+    def set_mtu(self, ifname: str, mtu: int) -> bool:
+        """Set the MTU of ``ifname`` if it exists (False: it does not; a
+        normal port's tap may be made by libvirt only later)."""
+        try:
+            self._change_one("set_mtu", ifname=ifname, mtu=mtu)
+        except NotFound:
+            return False
+        return True
+
     def call_group(
         self, ops: Sequence[Operation], keep_going: bool = False
     ) -> list[Exception | None]:
@@ -203,6 +212,8 @@ class Host:
         if op.name == "configure_link":
             # Finding only the new name means the rename was done already.
             return ["set_link", {**op.args, "or_name": op.args.get("new_name")}]
+        if op.name == "set_mtu":
+            return ["set_link", dict(op.args)]
         raise ValueError(f"{op.name} is not a privileged operation")
 
     def ensure_bridge(self, bridge: str, datapath_type: str) -> None:

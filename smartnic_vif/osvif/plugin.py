@@ -9,8 +9,9 @@ DatapathOffloadRepresentor), so those reach it unchanged.
 plug/unplug per mode:
 
 - normal (VIFOpenVSwitch, VIFBridge): os-vif's stock ``ovs`` plugin does the
-  work, after we pin the VIF's datapath_type to the existing bridge's so that
-  it can never flip a userspace bridge to the kernel datapath;
+  work (:mod:`smartnic_vif.osvif.stock`), on our OVSDB connection, never
+  changing an existing bridge, with the VIF's datapath_type pinned to the
+  bridge's;
 - passthrough (VIFHostDevice) and forwarder (VIFVHostUser): a plan from
   :mod:`smartnic_vif.decisions.plug`, run by :mod:`smartnic_vif.host.executor`
   under a per-VF lock, journalled in the state store so that unplug restores
@@ -35,6 +36,7 @@ from smartnic_vif.host import executor
 from smartnic_vif.host.backend import Host
 from smartnic_vif.host.state import StateStore, VfAlreadyClaimed
 from smartnic_vif.model.errors import PlanStepFailed, SmartNICError
+from smartnic_vif.osvif import stock
 from smartnic_vif.osvif.objects import VIFPortProfileForwarder, VIFPortProfilePassthrough
 
 LOG = logging.getLogger(__name__)
@@ -249,45 +251,25 @@ class SmartNICPlugin(plugin.PluginBase):
     # -- normal ports: os-vif's own ovs plugin -----------------------------------
     @property
     def ovs_plugin(self) -> Any:
+        """os-vif's stock ``ovs`` plugin, with our OVSDB helper (see
+        :mod:`smartnic_vif.osvif.stock`)."""
         if self._ovs_plugin is None:
-            from vif_plug_ovs import ovs
-
-            self._ovs_plugin = ovs.OvsPlugin.load("ovs")
+            self._ovs_plugin = stock.load(self.host, self.config.ovsdb_connection)
         return self._ovs_plugin
-
-    def _stock(self) -> Any:
-        """Our copy of the stock plugin, on our OVSDB connection when both
-        point at the same server: each IDL connection replicates the database
-        and parses every update (for os-vif's, all Interface columns with their
-        statistics), which on a busy host costs more CPU than the plugs.
-
-        Set on every use: our connection may have been replaced since (a
-        restart of ovsdb-server, a test). os-vif opens its own connection on
-        first use (``BaseOVS._ovsdb``); one it opened is left alone, and if
-        that attribute ever changes it simply keeps its own."""
-        stock = self.ovs_plugin
-        base = getattr(stock, "ovsdb", None)
-        current = getattr(base, "_ovsdb", "absent")
-        if (
-            (current is None or getattr(current, "shared_by_smartnic_vif", False))
-            and stock.config.ovsdb_interface == "native"
-            and stock.config.ovsdb_connection == self.config.ovsdb_connection
-        ):
-            base._ovsdb = self.host.ovsdb.api  # type: ignore[union-attr]
-        return stock
 
     def _pinned(self, vif: Any, port: decide.PortRequest) -> Any:
         """``vif`` with the existing bridge's datapath_type (a copy, when that
-        differs from what it says): the stock plugin sets datapath_type on an
-        existing bridge otherwise."""
+        differs from what it says): the stock plugin decides QoS by it, and,
+        on a connection of its own, writes it onto the bridge."""
         profile = vif.port_profile if vif.obj_attr_is_set("port_profile") else None
         # "in fields", not hasattr(): reading an unset field of a versioned
         # object raises NotImplementedError, and Nova leaves datapath_type
         # unset when Neutron sends none.
         if profile is None or "datapath_type" not in profile.fields:
             return vif
-        existing = self.host.ovsdb.bridge_datapath_type(port.bridge)
-        wanted = existing or self.config.default_datapath_type
+        wanted = stock.pinned_datapath_type(
+            self.host.ovsdb.bridge_datapath_type(port.bridge), self.config.default_datapath_type
+        )
         if profile.obj_attr_is_set("datapath_type") and profile.datapath_type == wanted:
             return vif  # already what the bridge has: no copy needed
         pinned = vif.obj_clone()
@@ -295,10 +277,10 @@ class SmartNICPlugin(plugin.PluginBase):
         return pinned
 
     def _plug_normal(self, vif: Any, instance_info: Any, port: decide.PortRequest) -> None:
-        self._stock().plug(self._pinned(vif, port), instance_info)
+        self.ovs_plugin.plug(self._pinned(vif, port), instance_info)
 
     def _unplug_normal(self, vif: Any, instance_info: Any, port: decide.PortRequest) -> None:
-        self._stock().unplug(self._pinned(vif, port), instance_info)
+        self.ovs_plugin.unplug(self._pinned(vif, port), instance_info)
 
 
 def _failpoint(steps_done: int) -> None:

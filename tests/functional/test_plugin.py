@@ -333,7 +333,8 @@ def test_normal_vif_is_plugged_by_the_stock_ovs_plugin(env: PluginEnv, tap: str)
         # The stock plugin worked through our OVSDB connection (same server):
         # one replica of the database in the process, not two.
         ours = loaded_plugin("smartnic")
-        assert ours.ovs_plugin.ovsdb._ovsdb is ours.host.ovsdb.api
+        assert ours.ovs_plugin.ovsdb.ovsdb is ours.host.ovsdb.api
+        assert ours.ovs_plugin.ovsdb._ovsdb is None  # os-vif never opened its own
     finally:
         os_vif.unplug(vif, INSTANCE)
 
@@ -369,6 +370,78 @@ def test_normal_vif_never_flips_an_existing_netdev_bridge(env: PluginEnv, tap: s
         assert datapath_type() == "netdev"
     finally:
         env.ovs.delete_bridge(bridge)
+
+
+def test_normal_vif_leaves_a_system_bridge_as_it_is(env: PluginEnv, tap: str) -> None:
+    # A bridge made without a datapath_type (""), as `ovs-vsctl add-br` makes
+    # it, is a kernel-datapath bridge; the sim's default_datapath_type for new
+    # bridges is netdev, which must not be written onto it.
+    bridge = "br-snv-sys"
+    ovs = PrivateOVS(env.sim.layout.ovs_dir)
+    ovs.vsctl("add-br", bridge)
+    try:
+        vif = normal_vif(tap, bridge=bridge, datapath_type="netdev")
+        os_vif.plug(vif, INSTANCE)
+        try:
+            assert stock_plugin_port(env, tap).bridge == bridge
+            assert ovs.vsctl("get", "Bridge", bridge, "datapath_type").strip() == '""'
+        finally:
+            os_vif.unplug(vif, INSTANCE)
+        stock_plugin_port(env, tap, present=False)
+    finally:
+        env.ovs.delete_bridge(bridge)
+
+
+def test_normal_vif_whose_tap_does_not_exist_yet_is_plugged(env: PluginEnv) -> None:
+    # libvirt makes the tap when the domain starts, after Nova's plug: the
+    # stock plugin adds the port and sets no MTU then, and so do we.
+    tap = devname(new_port_id())
+    vif = normal_vif(tap)
+    os_vif.plug(vif, INSTANCE)
+    try:
+        assert stock_plugin_port(env, tap).external_ids["attached-mac"] == vif.address
+        assert link(tap) is None
+    finally:
+        os_vif.unplug(vif, INSTANCE)
+    stock_plugin_port(env, tap, present=False)
+
+
+def test_normal_vif_on_a_missing_bridge_makes_it_with_the_default_datapath(
+    env: PluginEnv, tap: str
+) -> None:
+    bridge = "br-snv-new"
+    ovs = PrivateOVS(env.sim.layout.ovs_dir)
+    vif = normal_vif(tap, bridge=bridge)
+    try:
+        os_vif.plug(vif, INSTANCE)
+        assert stock_plugin_port(env, tap).bridge == bridge
+        # The sim's [os_vif_smartnic] default_datapath_type.
+        assert ovs.vsctl("get", "Bridge", bridge, "datapath_type").strip() == "netdev"
+        os_vif.unplug(vif, INSTANCE)
+        stock_plugin_port(env, tap, present=False)
+    finally:
+        env.ovs.delete_bridge(bridge)
+
+
+def test_normal_plug_commits_one_transaction_to_an_existing_bridge(
+    env: PluginEnv, tap: str
+) -> None:
+    # os-vif's stock helper commits the bridge (unchanged) before the port,
+    # and each commit waits for ovs-vswitchd to reconfigure; Open_vSwitch's
+    # next_cfg counts the commits that asked for that.
+    ovs = PrivateOVS(env.sim.layout.ovs_dir)
+
+    def commits() -> int:
+        return int(ovs.vsctl("get", "Open_vSwitch", ".", "next_cfg"))
+
+    vif = normal_vif(tap)
+    before = commits()
+    os_vif.plug(vif, INSTANCE)
+    try:
+        assert commits() == before + 1
+        assert stock_plugin_port(env, tap).external_ids["iface-id"] == vif.port_profile.interface_id
+    finally:
+        os_vif.unplug(vif, INSTANCE)
 
 
 # -- idempotency -----------------------------------------------------------------------
