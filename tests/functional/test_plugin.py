@@ -426,9 +426,10 @@ def test_normal_vif_on_a_missing_bridge_makes_it_with_the_default_datapath(
 def test_normal_plug_commits_one_transaction_to_an_existing_bridge(
     env: PluginEnv, tap: str
 ) -> None:
-    # os-vif's stock helper commits the bridge (unchanged) before the port,
-    # and each commit waits for ovs-vswitchd to reconfigure; Open_vSwitch's
-    # next_cfg counts the commits that asked for that.
+    # Each commit that changes the database waits for ovs-vswitchd to
+    # reconfigure, and Open_vSwitch's next_cfg counts them: a plug onto an
+    # existing bridge changes the port only, in one commit (a bridge whose
+    # datapath_type were written would make it two).
     ovs = PrivateOVS(env.sim.layout.ovs_dir)
 
     def commits() -> int:
