@@ -423,6 +423,34 @@ def test_normal_vif_on_a_missing_bridge_makes_it_with_the_default_datapath(
         env.ovs.delete_bridge(bridge)
 
 
+def test_hybrid_vif_gets_a_linux_bridge_and_a_veth_pair_into_ovs(env: PluginEnv) -> None:
+    # VIFBridge (Neutron's ovs_hybrid_plug): the stock plugin makes the Linux
+    # bridge qbr<id> and the veth pair qvb<id>/qvo<id>, puts qvb on the
+    # Linux bridge and qvo on OVS; the MTU of qvo is set through our helper.
+    port_id = new_port_id()
+    profile = osv.vif.VIFPortProfileOpenVSwitch(interface_id=port_id)
+    vif = osv.vif.VIFBridge(
+        id=port_id, address=new_mac(), network=network(), plugin="smartnic",
+        vif_name=devname(port_id), bridge_name=("qbr" + port_id)[:14], port_profile=profile,
+    )
+    qvb, qvo = ("qvb" + port_id)[:14], ("qvo" + port_id)[:14]
+    try:
+        os_vif.plug(vif, INSTANCE)
+        port = stock_plugin_port(env, qvo)
+        assert port.bridge == "br-int"
+        assert port.external_ids["iface-id"] == port_id
+        assert port.external_ids["attached-mac"] == vif.address
+        assert link(qvo) == (NET_MTU, True)
+        assert link(qvb) == (NET_MTU, True)
+        with IPRoute() as ipr:
+            [qbr_index] = ipr.link_lookup(ifname=vif.bridge_name)
+            assert ipr.get_links(ifname=qvb)[0].get_attr("IFLA_MASTER") == qbr_index
+    finally:
+        os_vif.unplug(vif, INSTANCE)
+    stock_plugin_port(env, qvo, present=False)
+    assert link(qvo) is None and link(qvb) is None and link(vif.bridge_name) is None
+
+
 def test_normal_plug_commits_one_transaction_to_an_existing_bridge(
     env: PluginEnv, tap: str
 ) -> None:
