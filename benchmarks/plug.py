@@ -275,7 +275,13 @@ def main() -> None:
             subprocess.run(["/usr/sbin/ip", "link", "del", tap],  # noqa: S603
                            capture_output=True)
         privileged.stop()
-        close_all()  # before OVS goes, so nothing reports the lost connection
+        # Before OVS goes, so nothing reports the lost connection: ours, and
+        # the one os-vif's stock plugin opened for itself.
+        close_all()
+        if os_vif._EXT_MANAGER is not None:
+            own = os_vif._EXT_MANAGER["ovs"].obj.ovsdb._ovsdb
+            if own is not None:
+                own.ovsdb_connection.stop()
         host.destroy()
 
 
