@@ -1,13 +1,14 @@
 """Normal ports: os-vif's stock ``ovs`` plugin, run on this project's terms.
 
-The stock plugin does the work (tap MTU, the OVS port and its external_ids,
-hybrid bridges, per-port bridges, isolation, QoS), unchanged. Two things are
-ours:
+The stock plugin does the work (the OVS port and its external_ids, hybrid
+bridges, per-port bridges, isolation, QoS, tap deletion on unplug),
+unchanged. Its OVSDB helper is ours (:class:`StockOVSDB`, a subclass of
+os-vif's), and differs in three ways:
 
-- its OVSDB helper (:class:`StockOVSDB`) uses our OVSDB connection when both
-  point at the same server: each IDL connection replicates the database and
-  parses every update (os-vif's own replicates every Interface column with
-  its statistics), which on a busy host costs more CPU than the plugs;
+- it uses our OVSDB connection when both point at the same server: each
+  IDL connection replicates the database and parses every update (os-vif's
+  own replicates every Interface column with its statistics), which on a
+  busy host costs more CPU than the plugs;
 - ``ensure_ovs_bridge`` leaves an existing bridge alone: the stock helper
   writes the VIF's datapath_type onto it, which could flip a userspace bridge
   to the kernel datapath;
