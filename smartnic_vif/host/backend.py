@@ -180,9 +180,10 @@ class Host:
     def call_group(
         self, ops: Sequence[Operation], keep_going: bool = False
     ) -> list[Exception | None]:
-        """Run privileged operations (:attr:`GROUPABLE`) in order, in one
-        round trip. One outcome (None: done) per operation that ran; after a
-        failure the rest do not run, unless ``keep_going``."""
+        """Run privileged operations (:attr:`GROUPABLE`, and ``set_mtu``,
+        which no plan names) in order, in one round trip. One outcome (None:
+        done) per operation that ran; after a failure the rest do not run,
+        unless ``keep_going``."""
         changes = [self._privileged_change(op) for op in ops]
         outcomes = privileged.apply(changes, keep_going)
         results: list[Exception | None] = []
@@ -205,7 +206,7 @@ class Host:
             raise error
 
     def _privileged_change(self, op: Operation) -> list[Any]:
-        """The privileged helper's change for a plan operation."""
+        """The privileged helper's change for an operation."""
         if op.name in ("set_vf", "bind_driver"):
             return [op.name, {"sysfs_root": self.sysfs_root, "backend": self.kernel_backend,
                               **op.args}]

@@ -29,7 +29,6 @@ from vif_plug_ovs.ovsdb import ovsdb_lib
 
 from smartnic_vif.host.backend import Host
 
-SYSTEM = "system"
 # Interface types whose MTU os-vif sets in OVSDB (mtu_request), not on a device.
 _MTU_IN_OVSDB = frozenset(
     {constants.OVS_VHOSTUSER_INTERFACE_TYPE, constants.OVS_VHOSTUSER_CLIENT_INTERFACE_TYPE}
@@ -86,4 +85,4 @@ def pinned_datapath_type(existing: str | None, default: str) -> str:
     is; ``default`` for a bridge yet to be made."""
     if existing is None:
         return default
-    return existing or SYSTEM
+    return existing or constants.OVS_DATAPATH_SYSTEM
