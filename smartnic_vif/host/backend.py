@@ -20,7 +20,7 @@ from smartnic_vif.decisions.plan import Operation
 from smartnic_vif.decisions.plug import LinkState, VfSnapshot
 from smartnic_vif.host import discovery, hook, kernel, netdev, privileged
 from smartnic_vif.host.forwarder.client import ForwarderClient, ForwarderTimeout
-from smartnic_vif.host.ovsdb import OvsdbClient, PortSpec
+from smartnic_vif.host.ovsdb import OvsdbClient, PendingWrite, PortSpec
 from smartnic_vif.model import types
 from smartnic_vif.model.errors import HostOperationError, NotFound
 from smartnic_vif.model.inventory import Inventory
@@ -54,6 +54,8 @@ class Host:
     # same time (or one right after the other), go in one round trip to the
     # privileged helper (:meth:`call_group`).
     GROUPABLE = frozenset({"set_vf", "bind_driver", "configure_link"})
+    # Operations begun by begin() (the executor waits for them without a thread).
+    STARTABLE = frozenset({"ovs_set_port"})
 
     def __init__(self, config: Any) -> None:
         self.config = config
@@ -229,20 +231,48 @@ class Host:
         datapath_type: str | None = None,
     ) -> None:
         """Add or update the port; with ``datapath_type``, make a missing
-        bridge in the same transaction. Bridges are not deleted under a
-        running host, so once one is seen it is not checked again; a failed
-        port change forgets it, and the next plug checks again."""
+        bridge in the same transaction."""
+        self.begin_ovs_set_port(bridge, port, iface_id, mac, vm_uuid, mtu, datapath_type).wait()
+
+    def begin_ovs_set_port(
+        self, bridge: str, port: str, iface_id: str, mac: str, vm_uuid: str, mtu: int | None,
+        datapath_type: str | None = None,
+    ) -> PendingWrite:
+        """:meth:`ovs_set_port`, returning once the transaction is on its way
+        (see :meth:`begin`). Bridges are not deleted under a running host, so
+        once one is seen it is not checked again; a failed port change
+        forgets it, and the next plug checks again."""
         known = bridge in self._bridges
         try:
             spec = PortSpec(bridge=bridge, name=port, iface_id=iface_id, mac=mac,
                             vm_uuid=vm_uuid, mtu=mtu)
             create = {bridge: datapath_type} if datapath_type is not None and not known else None
-            self.ovsdb.apply_ports([spec], create_bridges=create)
+            pending = self.ovsdb.begin_apply_ports([spec], create_bridges=create)
         except Exception:
             self._bridges.discard(bridge)
             raise
-        if datapath_type is not None:
-            self._bridges.add(bridge)
+
+        def finish() -> None:
+            try:
+                pending.wait()
+            except Exception:
+                self._bridges.discard(bridge)
+                raise
+            if datapath_type is not None:
+                self._bridges.add(bridge)
+
+        return PendingWrite(pending.done, finish, pending.specs, pending.what, pending.deadline)
+
+    def begin(self, op: Operation) -> PendingWrite:
+        """Start one of :attr:`STARTABLE` and return without waiting for it.
+
+        Its work runs on the OVSDB connection's thread (which then waits for
+        ovs-vswitchd as well); the executor begins it before the plan's other
+        steps and waits for it beside them, so no thread of its own sits
+        idle waiting for OVSDB."""
+        if op.name != "ovs_set_port":
+            raise ValueError(f"{op.name} cannot be begun")
+        return self.begin_ovs_set_port(**op.args)
 
     def ovs_delete_port(self, port: str) -> None:
         self.ovsdb.delete_port(port)

@@ -6,6 +6,16 @@ which earlier steps a step needs (:meth:`Plan.needs`). Steps whose needs are
 met run at the same time: a plug's kernel work then overlaps its OVSDB
 transaction instead of waiting for it.
 
+Where steps run: a step the backend can *begin* (``STARTABLE``, ``begin``)
+does its work on a thread that is not ours (an OVSDB transaction runs on
+the ovsdbapp connection's thread, which also waits for ovs-vswitchd), so it
+is begun first, from the calling thread, and waited for beside the rest. Of
+the other steps that may start together, the ones every later step waits
+for run on the calling thread too; the rest go to a small thread pool. A
+passthrough or forwarder plug thus uses no pool thread at all: its
+transaction is handed to the connection thread, and its VF work runs on
+the caller's meanwhile.
+
 Progress is reported *before* steps start (write-ahead): a journal holding
 ``n`` means that steps ``[0, n)`` may have run and no later one has. Every
 undo is safe on a step that did not run, so undoing all ``n`` is always
@@ -18,6 +28,7 @@ import itertools
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent import futures
 from typing import Any, Protocol
@@ -54,6 +65,25 @@ def _thread_pool() -> futures.ThreadPoolExecutor:
             _pool = (os.getpid(), futures.ThreadPoolExecutor(
                 MAX_PARALLEL_STEPS, thread_name_prefix="smartnic-step"))
         return _pool[1]
+
+
+class Started(Protocol):
+    """An operation whose work runs on a thread that is not the executor's
+    (see ``backend.begin``): ``done`` completes when that work is over, and
+    ``wait()`` then returns, or raises what the operation failed with. Past
+    ``deadline`` (``time.monotonic()``) ``wait()`` returns or raises soon
+    whether or not ``done`` ever completes."""
+
+    done: futures.Future[None]
+    deadline: float
+
+    def wait(self) -> None: ...
+
+
+def _startable(backend: Any) -> frozenset[str]:
+    """The operations ``backend.begin`` starts without a thread of ours."""
+    startable: frozenset[str] = getattr(backend, "STARTABLE", frozenset())
+    return startable
 
 
 def _groupable(backend: Any) -> frozenset[str]:
@@ -185,12 +215,19 @@ def execute(
 
     A backend with ``GROUPABLE`` operations and ``call_group`` gets those
     steps in one call when they may start together (or one after the
-    other, nothing else between them).
+    other, nothing else between them). One with ``STARTABLE`` operations
+    and ``begin(op)`` (returning a :class:`Started`) has those begun from
+    this thread before anything else of the same wave starts; a step that
+    fails to begin lets nothing else of its wave start.
     """
     groupable = _groupable(backend)
+    startable = _startable(backend)
     done: set[int] = set()
     pending = list(range(len(plan.steps)))
     running: dict[futures.Future[Any], list[int]] = {}
+    # Operations begun on this thread whose work runs elsewhere, by the
+    # future that says when it is over.
+    begun_here: dict[futures.Future[Any], Started] = {}
     failed: tuple[int, BaseException] | None = None
 
     def finished(outcomes: list[tuple[int, Exception | None]]) -> None:
@@ -218,11 +255,27 @@ def execute(
             for unit in units:
                 for i in unit:
                     pending.remove(i)
+            # Steps whose work runs on another thread anyway (an OVSDB
+            # transaction, on the connection's) are begun first and from
+            # here: no thread of ours waits for them.
+            for unit in [u for u in units if len(u) == 1
+                         and plan.steps[u[0]].do.name in startable]:
+                units.remove(unit)
+                try:
+                    handle = backend.begin(plan.steps[unit[0]].do)
+                except Exception as e:
+                    finished([(unit[0], e)])
+                    continue
+                running[handle.done] = unit
+                begun_here[handle.done] = handle
+            if failed is not None:
+                units = []  # a step failed to begin: start nothing more
             # A unit that every step still to start waits for anyway runs on
             # this thread (a plan of strictly ordered steps never uses
             # another thread; a forwarder plug runs its VF chain here while
-            # the OVS transaction runs beside it); without one, this thread
-            # only schedules, so that no step waits for one it does not need.
+            # its begun OVS transaction runs beside it); without one, this
+            # thread only schedules, so that no step waits for one it does
+            # not need.
             awaited = [u for u in units if _all_wait_for(plan, u, pending)]
             inline = awaited[-1] if awaited else None
             if inline is not None:
@@ -234,10 +287,27 @@ def execute(
                 continue  # what it finished may let others start
         if not running:
             break
-        complete, _ = futures.wait(list(running), return_when=futures.FIRST_COMPLETED)
+        # A begun operation whose thread never reports (a connection torn
+        # down under it) must not hang the plan: past its deadline its own
+        # wait() settles it.
+        timeout = (max(0.0, min(h.deadline for h in begun_here.values()) - time.monotonic())
+                   if begun_here else None)
+        complete, _ = futures.wait(list(running), timeout, futures.FIRST_COMPLETED)
+        if not complete:
+            now = time.monotonic()
+            complete = {f for f, h in begun_here.items() if h.deadline <= now}
         for future in sorted(complete, key=lambda f: running[f][0]):
-            running.pop(future)
-            finished(future.result())
+            unit = running.pop(future)
+            handle = begun_here.pop(future, None)
+            if handle is None:
+                finished(future.result())
+                continue
+            try:
+                handle.wait()
+            except Exception as e:
+                finished([(unit[0], e)])
+            else:
+                finished([(unit[0], None)])
     if failed is None:
         return
     index, error = failed

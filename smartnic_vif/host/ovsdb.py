@@ -47,7 +47,8 @@ import queue
 import re
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent import futures
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -356,6 +357,46 @@ class _DeletePortCommand(ovsdbapp_cmd.BaseCommand):
 # Transaction -----------------------------------------------------------------
 
 
+class PendingWrite:
+    """A write handed to the OVSDB connection thread (see
+    :meth:`OvsdbClient.begin_apply_ports`). :attr:`done` completes when the
+    thread has its outcome; :meth:`wait` blocks until then and raises the
+    write's error, as the blocking call would have."""
+
+    def __init__(self, done: futures.Future[None], finish: Callable[[], None],
+                 specs: list[PortSpec], what: str, deadline: float) -> None:
+        self.done = done
+        # After this (time.monotonic()) wait() gives up within _RESULT_GRACE.
+        self.deadline = deadline
+        self.specs = specs
+        self.what = what
+        self._finish = finish
+
+    @classmethod
+    def finished(cls) -> PendingWrite:
+        done: futures.Future[None] = futures.Future()
+        done.set_result(None)
+        return cls(done, lambda: None, [], "", time.monotonic())
+
+    def wait(self) -> None:
+        self._finish()
+
+
+
+class _ResultSlot(queue.Queue):  # type: ignore[type-arg]
+    """ovsdbapp's result queue (the connection thread ``put()``s one result),
+    which also completes :attr:`done`, so a caller can wait for it beside
+    other work with :func:`concurrent.futures.wait`."""
+
+    def __init__(self) -> None:
+        super().__init__(1)
+        self.done: futures.Future[None] = futures.Future()
+
+    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
+        super().put(item, block, timeout)
+        self.done.set_result(None)
+
+
 class _Transaction(impl_idl.OvsVsctlTransaction):
     """ovsdbapp's vsctl-like transaction with a per-call deadline.
 
@@ -407,8 +448,21 @@ class _Transaction(impl_idl.OvsVsctlTransaction):
             p.block()
 
     def commit(self) -> Any:
+        self.start()
+        return self.wait()
+
+    def start(self) -> None:
+        """Hand the transaction to the connection thread; :attr:`done` is
+        set once that thread has a result (:meth:`wait` then returns at once)."""
         self.deadline = time.monotonic() + self.timeout
+        self.results = _ResultSlot()
         self.ovsdb_connection.queue_txn(self)
+
+    @property
+    def done(self) -> futures.Future[None]:
+        return self.results.done
+
+    def wait(self) -> Any:
         try:
             result = self.results.get(
                 timeout=max(0.0, self.deadline - time.monotonic()) + _RESULT_GRACE
@@ -665,6 +719,11 @@ class OvsdbClient:
             time.sleep(0.02)
 
     def _commit(self, commands: Sequence[Any], what: str) -> _Transaction:
+        txn = self._start(commands, what)
+        self._finish(txn, what)
+        return txn
+
+    def _start(self, commands: Sequence[Any], what: str) -> _Transaction:
         shared = self._connection()
         deadline = time.monotonic() + self.timeout
         self._wait_ready(shared, deadline, what)
@@ -672,8 +731,12 @@ class OvsdbClient:
         txn = _Transaction(shared.api, remaining, self.wait_for_vswitchd)
         for command in commands:
             txn.add(command)
+        txn.start()
+        return txn
+
+    def _finish(self, txn: _Transaction, what: str) -> None:
         try:
-            txn.commit()
+            txn.wait()
         except (OvsdbError, InvalidValue):
             raise
         except ovsdbapp_exc.TimeoutException as e:
@@ -692,7 +755,6 @@ class OvsdbClient:
                 self.connection,
                 self.timeout,
             )
-        return txn
 
     @contextmanager
     def _reading(self, what: str) -> Iterator[Any]:
@@ -791,14 +853,18 @@ class OvsdbClient:
     ) -> None:
         """:meth:`set_ports` without reading the ports back (a plug step needs
         only to know that the transaction and ovs-vswitchd are done)."""
-        self._apply_ports(specs, create_bridges)
+        self.begin_apply_ports(specs, create_bridges).wait()
 
-    def _apply_ports(
-        self, specs: Iterable[PortSpec], create_bridges: Mapping[str, str] | None
-    ) -> tuple[list[PortSpec], str]:
+    def begin_apply_ports(
+        self, specs: Iterable[PortSpec], create_bridges: Mapping[str, str] | None = None
+    ) -> PendingWrite:
+        """:meth:`apply_ports`, returning once the transaction is handed to the
+        connection thread: the caller can do other work meanwhile, then
+        :meth:`PendingWrite.wait` for it. Bad specs raise here, before
+        anything is sent."""
         checked = [s.validated() for s in specs]
         if not checked:
-            return [], ""
+            return PendingWrite.finished()
         names = [s.name for s in checked]
         if len(set(names)) != len(names):
             raise InvalidValue("ports", names, "a port name appears twice in one batch")
@@ -807,28 +873,33 @@ class OvsdbClient:
             _EnsureBridgeCommand(api, ifname(name, "bridge"), _datapath_type(dp))
             for name, dp in (create_bridges or {}).items()
         ]
-        commands: list[Any] = [*bridge_commands, *(_SetPortCommand(api, s) for s in checked)]
+        port_commands = [_SetPortCommand(api, s) for s in checked]
         if len(checked) == 1:
             what = f"set port {checked[0].name} on bridge {checked[0].bridge}"
         else:
             shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
             what = f"set {len(checked)} ports ({shown})"
-        self._commit(commands, what)
-        for b in bridge_commands:
-            _ensured(b)
-        for c in commands[len(bridge_commands):]:
-            if c.moved_from is not None:
-                LOG.info(
-                    "port %s moved from bridge %s to %s", c.spec.name, c.moved_from, c.spec.bridge
-                )
-        return checked, what
+        txn = self._start([*bridge_commands, *port_commands], what)
+
+        def finish() -> None:
+            self._finish(txn, what)
+            for b in bridge_commands:
+                _ensured(b)
+            for c in port_commands:
+                if c.moved_from is not None:
+                    LOG.info("port %s moved from bridge %s to %s",
+                             c.spec.name, c.moved_from, c.spec.bridge)
+
+        return PendingWrite(txn.done, finish, checked, what, txn.deadline)
 
     def set_ports(
         self, specs: Iterable[PortSpec], create_bridges: Mapping[str, str] | None = None
     ) -> list[PortInfo]:
         """:meth:`set_port` for many ports in ONE transaction (all or nothing).
         ``create_bridges``: bridge -> datapath_type, made first if missing."""
-        checked, what = self._apply_ports(specs, create_bridges)
+        pending = self.begin_apply_ports(specs, create_bridges)
+        pending.wait()
+        checked, what = pending.specs, pending.what
         if not checked:
             return []
         names = [s.name for s in checked]

@@ -501,6 +501,37 @@ def test_invalid_values_are_refused_before_ovsdb(client: OvsdbClient, bridge: st
     assert client.get_port("tap-j1") is None
 
 
+def test_begin_apply_ports_returns_before_ovs_vswitchd_applies_the_write(
+    private_ovs: PrivateOVS, client: OvsdbClient, bridge: str
+) -> None:
+    netns = private_ovs.netns or ""
+    add_veth(netns, "tap-k1")
+    vswitchd = private_ovs.pid(OVS_VSWITCHD)
+    assert vswitchd
+    try:
+        # Bad input is refused by begin itself, before anything is sent.
+        with pytest.raises(InvalidValue, match="mac"):
+            client.begin_apply_ports(
+                [PortSpec(bridge, "tap-k1", iface_id=PORT_ID1, mac="nope", vm_uuid=VM1)])
+        os.kill(vswitchd, signal.SIGSTOP)  # cannot apply anything until resumed
+        try:
+            pending = client.begin_apply_ports(
+                [PortSpec(bridge, "tap-k1", iface_id=PORT_ID1, mac=MAC1, vm_uuid=VM1)])
+            # Committed or not, the write is not over while ovs-vswitchd sleeps.
+            assert not pending.done.done()
+        finally:
+            os.kill(vswitchd, signal.SIGCONT)
+        pending.wait()
+        assert pending.done.done()
+        info = client.get_port("tap-k1")
+        assert info is not None and info.bridge == bridge
+        assert info.external_ids["iface-id"] == PORT_ID1
+        assert info.ofport is not None and info.ofport > 0  # applied by ovs-vswitchd
+    finally:
+        os.kill(vswitchd, signal.SIGCONT)
+        ip(netns, "link", "del", "tap-k1")
+
+
 def test_one_shared_connection_used_from_many_threads(
     private_ovs: PrivateOVS, client: OvsdbClient, bridge: str
 ) -> None:

@@ -8,6 +8,9 @@ on timing.
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Callable
+from concurrent import futures
 
 import pytest
 
@@ -303,3 +306,138 @@ def test_undo_groups_neighbouring_groupable_undos_in_reverse_and_keeps_going() -
     assert [n for k, n in rec.events if k == "undo"] == ["relay", "port", "link", "bind", "vf"]
     assert rec.groups == [(["link", "bind", "vf"], True)]
     assert errors == ["link: undo of link broke"]
+
+
+class Remote:
+    """A begun operation whose work runs on a thread of its own, as an OVSDB
+    transaction runs on the connection's thread."""
+
+    def __init__(self, work: Callable[[], None] | None, deadline: float) -> None:
+        self.done: futures.Future[None] = futures.Future()
+        self.deadline = deadline
+        self.error: Exception | None = None
+        if work is None:
+            return  # never reports: only the deadline ends the wait
+
+        def run() -> None:
+            try:
+                work()
+            except Exception as e:
+                self.error = e
+            self.done.set_result(None)
+
+        threading.Thread(target=run, daemon=True).start()
+
+    def wait(self) -> None:
+        if not self.done.done():
+            raise TimeoutError("no answer before the deadline")
+        if self.error is not None:
+            raise self.error
+
+
+class Starting(Grouping):
+    """Grouping, plus "remote" steps that the executor begins (see
+    ``Host.begin``) instead of calling."""
+
+    OPERATIONS = Grouping.OPERATIONS | {"remote"}
+    STARTABLE = frozenset({"remote"})
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.begun_on: list[int] = []
+        self.meeting: set[str] = set()  # remote steps that meet at the barrier
+        self.silent: set[str] = set()  # remote steps that never report
+        self.wait_for_failure: set[str] = set()  # remote steps that end after a failure
+        self.a_step_failed = threading.Event()
+
+    def _log(self, kind: str, name: str) -> None:
+        super()._log(kind, name)
+        if kind == "fail":
+            self.a_step_failed.set()
+
+    def remote(self, name: str) -> None:
+        raise AssertionError("a startable step is begun, never called")
+
+    def begin(self, op: Operation) -> Remote:
+        name = op.args["name"]
+        self.begun_on.append(threading.get_ident())
+        if "begin " + name in self.fail:
+            raise ValueError(f"{name}: refused before anything was sent")
+        if name in self.silent:
+            return Remote(None, time.monotonic() + 0.2)
+
+        def work() -> None:
+            self.threads[name] = threading.get_ident()
+            if name in self.wait_for_failure:
+                assert self.a_step_failed.wait(10)
+            if name in self.meeting:
+                self.meet(name)
+            else:
+                self.work(name)
+
+        return Remote(work, time.monotonic() + 10)
+
+
+def rstep(name: str, after: tuple[int, ...] | None = None) -> Step:
+    return Step(name, Operation("remote", {"name": name}), Operation("rollback", {"name": name}),
+                after=after)
+
+
+def test_a_begun_step_works_elsewhere_while_the_others_run_on_the_calling_thread() -> None:
+    rec = Starting()
+    rec.meeting.add("port")
+    # The port's work and the chain meet at a barrier: had the executor
+    # waited for the port before running the chain, neither would end.
+    p = plan(gstep("vf", after=()), rstep("port", after=()),
+             gstep("chain", after=(0,), op="meet"))
+    executor.execute(p, rec, on_progress=rec.progress.append)
+    assert sorted(rec.ended()) == ["chain", "port", "vf"]
+    me = threading.get_ident()
+    assert rec.begun_on == [me]
+    assert rec.threads["vf"] == me  # the VF steps ran here, not on a pool thread
+    assert rec.threads["port"] != me
+
+
+def test_a_begun_step_that_fails_is_reported_and_the_rest_undone() -> None:
+    rec = Starting()
+    rec.fail.add("port")
+    p = plan(gstep("vf", after=()), rstep("port", after=()), gstep("link", after=(0,)))
+    with pytest.raises(PlanStepFailed) as caught:
+        executor.execute(p, rec, on_progress=rec.progress.append)
+    assert caught.value.step == "port"
+    assert "port broke" in str(caught.value)
+    # vf and link ran (they did not wait for the port); the port never ended.
+    assert [n for k, n in rec.events if k == "undo"] == ["link", "vf"]
+    assert rec.progress[-1] == 0
+
+
+def test_a_step_that_cannot_begin_starts_nothing_else() -> None:
+    rec = Starting()
+    rec.fail.add("begin port")
+    p = plan(gstep("vf", after=()), rstep("port", after=()), gstep("link", after=()))
+    with pytest.raises(PlanStepFailed, match="refused before anything was sent") as caught:
+        executor.execute(p, rec)
+    assert caught.value.step == "port"
+    assert rec.events == []  # neither vf nor link started, so nothing to undo
+
+
+def test_a_failure_beside_a_begun_step_waits_for_it_and_undoes_it() -> None:
+    rec = Starting()
+    rec.fail.add("vf")
+    rec.wait_for_failure.add("port")  # still at work when vf fails
+    p = plan(gstep("vf", after=()), rstep("port", after=()))
+    with pytest.raises(PlanStepFailed) as caught:
+        executor.execute(p, rec)
+    assert caught.value.step == "vf"
+    assert ("end", "port") in rec.events
+    assert [n for k, n in rec.events if k == "undo"] == ["port"]
+
+
+def test_a_begun_step_that_never_reports_fails_at_its_deadline() -> None:
+    rec = Starting()
+    rec.silent.add("port")
+    p = plan(gstep("vf", after=()), rstep("port", after=()))
+    with pytest.raises(PlanStepFailed, match="no answer before the deadline") as caught:
+        executor.execute(p, rec)
+    assert caught.value.step == "port"
+    assert [n for k, n in rec.events if k == "undo"] == ["vf"]
