@@ -182,10 +182,15 @@ def plan_plug(
     rep = snapshot.representor
     name = port.representor_name or rep.name
     steps: list[Step] = []
-    # Which steps may run at the same time: the VF's own changes one after
-    # the other (driver, settings, relay); the representor and the OVS port
-    # beside them. The OVS port waits for the representor only when it is
-    # renamed: ovs-vswitchd opens the port by its new name.
+    # Order. The representor is configured first, alone: ovs-vswitchd must
+    # never open it while its state changes. Its userspace datapath turns
+    # promiscuous mode on from flags it cached when it opened the device, so
+    # a representor brought up in between went down again (about 1 plug in
+    # 100 when both ran side by side); and it opens the port by name, so a
+    # rename must be done first anyway. Then, side by side: the OVS port,
+    # and the VF's own changes one after the other (driver, settings,
+    # relay). Undo runs in reverse, so the port leaves OVS before the
+    # representor gets its old state back.
     first: tuple[int, ...] = ()
     if opts.hook:
         steps.append(_hook("pre-plug", port, name))
@@ -198,6 +203,21 @@ def plan_plug(
         "spoofchk": port.spoofchk,
     }
     original = {k: snapshot.settings[k] for k in wanted if k in snapshot.settings}
+    renamed = name != rep.name
+    link_step = len(steps)
+    steps.append(
+        Step(
+            f"set representor {rep.name}{f' name {name},' if renamed else ''} "
+            f"MTU {port.mtu} and up",
+            # One step and one netlink session: rename (honouring the VIF's
+            # representor_name), MTU and state; the undo restores all three.
+            Operation("configure_link",
+                      {"ifname": rep.name, "new_name": name, "mtu": port.mtu, "up": True}),
+            Operation("configure_link",
+                      {"ifname": name, "new_name": rep.name, "mtu": rep.mtu, "up": rep.up}),
+            after=first,
+        )
+    )
     driver_step = None
     if port.mode == FORWARDER:
         # The driver first, then the VF's settings, as libvirt does for a
@@ -212,7 +232,7 @@ def plan_plug(
                 f"bind VF {vf.address} to {driver}",
                 Operation("bind_driver", {"address": vf.address, "driver": driver}),
                 Operation("bind_driver", {"address": vf.address, "driver": snapshot.driver}),
-                after=first,
+                after=(link_step,),
             )
         )
     vf_step = len(steps)
@@ -224,22 +244,7 @@ def plan_plug(
                                  "settings": wanted}),
             Operation("set_vf", {"pf_address": vf.pf_address, "vf_index": vf.index,
                                  "settings": original}),
-            after=first if driver_step is None else (driver_step,),
-        )
-    )
-    renamed = name != rep.name
-    link_step = len(steps)
-    steps.append(
-        Step(
-            f"set representor {rep.name}{f' name {name},' if renamed else ''} "
-            f"MTU {port.mtu} and up",
-            # One step and one netlink session: rename (honouring the VIF's
-            # representor_name), MTU and state; the undo restores all three.
-            Operation("configure_link",
-                      {"ifname": rep.name, "new_name": name, "mtu": port.mtu, "up": True}),
-            Operation("configure_link",
-                      {"ifname": name, "new_name": rep.name, "mtu": rep.mtu, "up": rep.up}),
-            after=first,
+            after=(link_step,) if driver_step is None else (driver_step,),
         )
     )
     datapath_type = port.datapath_type or opts.default_datapath_type
@@ -263,7 +268,7 @@ def plan_plug(
                 },
             ),
             Operation("ovs_delete_port", {"port": name}),
-            after=(*first, link_step) if renamed else first,
+            after=(link_step,),
         )
     )
     if driver_step is not None:

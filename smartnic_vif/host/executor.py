@@ -101,7 +101,8 @@ def _units(
 
     The backend's groupable ready steps go together in one unit (one call),
     joined by pending groupable steps that need nothing but those and done
-    steps (run after them, in index order); every other ready step starts a
+    steps (run after them, in index order) when that delays no step waiting
+    for the call; every other ready step starts a
     unit of its own. A unit then carries on with a pending step that needs
     only the unit and done steps, when every other pending step that needs
     the unit needs that step too: it starts the moment its needs are met,
@@ -111,7 +112,8 @@ def _units(
         members = set(group)
         for j in pending:
             if (j not in members and plan.steps[j].do.name in groupable
-                    and plan.needs(j) <= done | members):
+                    and plan.needs(j) <= done | members
+                    and _delays_nobody(plan, j, members, pending)):
                 group.append(j)
                 members.add(j)
         group.sort()
@@ -130,6 +132,14 @@ def _units(
             unit.append(follower)
             left.remove(follower)
     return units
+
+
+def _delays_nobody(plan: Plan, step: int, members: set[int], pending: list[int]) -> bool:
+    """Whether ``step`` may join the call of ``members``: every other pending
+    step that waits for the call needs ``step`` as well (a plug's OVS port,
+    waiting for the representor, does not wait for the VF's changes too)."""
+    return all(_requires(plan, k, step) for k in pending
+               if k != step and k not in members and plan.needs(k) & members)
 
 
 def _requires(plan: Plan, step: int, other: int) -> bool:
@@ -248,26 +258,33 @@ def execute(
             units = _units(plan, ready, pending, done, groupable)
             begun = done | {i for unit in [*units, *running.values()] for i in unit}
             horizon = plan.journal_horizon(begun)
-            if horizon > started:
-                started = horizon
-                if on_progress:
-                    on_progress(started)
             for unit in units:
                 for i in unit:
                     pending.remove(i)
             # Steps whose work runs on another thread anyway (an OVSDB
             # transaction, on the connection's) are begun first and from
-            # here: no thread of ours waits for them.
-            for unit in [u for u in units if len(u) == 1
-                         and plan.steps[u[0]].do.name in startable]:
+            # here: no thread of ours waits for them. One the journal covers
+            # already is begun even before the journal write this wave needs
+            # for its other steps.
+            startables = [u for u in units if len(u) == 1
+                          and plan.steps[u[0]].do.name in startable]
+            for unit in sorted(startables, key=lambda u: u[0] >= started):
+                if unit[0] >= started and horizon > started:
+                    started = horizon
+                    if on_progress:
+                        on_progress(started)
                 units.remove(unit)
                 try:
                     handle = backend.begin(plan.steps[unit[0]].do)
                 except Exception as e:
                     finished([(unit[0], e)])
-                    continue
+                    break
                 running[handle.done] = unit
                 begun_here[handle.done] = handle
+            if horizon > started and failed is None:
+                started = horizon
+                if on_progress:
+                    on_progress(started)
             if failed is not None:
                 units = []  # a step failed to begin: start nothing more
             # A unit that every step still to start waits for anyway runs on

@@ -53,7 +53,7 @@ def before(p: Plan, i: int) -> set[int]:
 
 def test_passthrough_plan_sets_everything_and_its_undo_restores_the_snapshot() -> None:
     p = plug.plan_plug(port(), INVENTORY, SNAPSHOT, plug.PlugOptions())
-    assert names(p) == ["set_vf", "configure_link", "ovs_set_port"]
+    assert names(p) == ["configure_link", "set_vf", "ovs_set_port"]
     vf = p.steps[index(p, "set_vf")]
     assert vf.do.args["settings"] == {"mac": "fa:16:3e:00:00:01", "vlan": 0, "qos": 0,
                                       "trust": False, "spoofchk": True}
@@ -80,10 +80,17 @@ def test_a_missing_bridge_gets_the_ports_datapath_type_or_the_default() -> None:
     assert p.steps[ovs].do.args["datapath_type"] == "system"
 
 
-def test_passthrough_steps_all_start_with_the_plan() -> None:
+def test_the_representor_is_configured_alone_before_ovs_and_the_vf() -> None:
+    # ovs-vswitchd must not open the representor while its state changes (it
+    # brought a representor that came up meanwhile back down), so the OVS
+    # port and the VF settings both wait for it, and for nothing else.
     p = plug.plan_plug(port(), INVENTORY, SNAPSHOT, plug.PlugOptions())
-    assert [p.needs(i) for i in range(len(p))] == [frozenset()] * 3
-    # So the claim journals every step as started, and no later write is due.
+    link = index(p, "configure_link")
+    assert p.needs(link) == frozenset()
+    assert p.needs(index(p, "ovs_set_port")) == frozenset({link})
+    assert p.needs(index(p, "set_vf")) == frozenset({link})
+    # The claim journals every step: what follows the representor needs
+    # nothing else, so no later write is due.
     assert executor.first_horizon(p, Host) == len(p)
 
 
@@ -108,17 +115,20 @@ def test_forwarder_relay_waits_for_the_vfio_driver_and_unplug_unwinds_in_reverse
     assert p.steps[bind].undo.args == {"address": VF.address, "driver": "nfp"}
     # The VF's own changes, one at a time: driver, settings (libvirt's order
     # for a hostdev), then the relay, which opens the VF and reads them.
+    link = index(p, "configure_link")
+    assert p.needs(bind) == frozenset({link})
     assert bind in p.needs(settings)
     assert p.needs(relay) == frozenset({settings})
-    assert p.needs(index(p, "ovs_set_port")) == frozenset()
-    # The relay is the one step that waits for a step that does not start
-    # with the plan; but the bind joins the VF settings' privileged round
-    # trip, so the claim journals the relay too.
-    assert p.journal_horizon(i for i in range(len(p)) if not p.needs(i)) == relay
-    assert executor.first_horizon(p, Host) == len(p)
-    # Every undo happens in reverse index order: relay first, then the VF
-    # settings, and the VF's own driver last (it probes the restored MAC).
-    assert relay == len(p.steps) - 1 and bind == 0 and settings == 1
+    assert p.needs(index(p, "ovs_set_port")) == frozenset({link})
+    # The representor goes alone in the first privileged round trip; the
+    # claim journals it and the wave after it (driver, OVS port), and the
+    # relay is journalled once the OVS port is on its way.
+    assert executor.first_horizon(p, Host) == relay
+    # Every undo happens in reverse index order: relay first, the OVS port
+    # before the representor gets its old state, the VF settings before the
+    # VF's own driver comes back (it probes the restored MAC).
+    assert relay == len(p.steps) - 1 and link == 0 and bind == 1 and settings == 2
+    assert settings < index(p, "ovs_set_port") < relay
 
 
 def test_hooks_come_first_and_last_around_everything() -> None:
