@@ -13,7 +13,7 @@ import fcntl
 import os
 import struct
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from smartnic_vif.decisions.plan import Operation
@@ -270,9 +270,10 @@ class Host:
         ovs-vswitchd as well); the executor begins it before the plan's other
         steps and waits for it beside them, so no thread of its own sits
         idle waiting for OVSDB."""
-        if op.name != "ovs_set_port":
+        if op.name not in self.STARTABLE:
             raise ValueError(f"{op.name} cannot be begun")
-        return self.begin_ovs_set_port(**op.args)
+        begin_op: Callable[..., PendingWrite] = getattr(self, "begin_" + op.name)
+        return begin_op(**op.args)
 
     def ovs_delete_port(self, port: str) -> None:
         self.ovsdb.delete_port(port)

@@ -252,6 +252,15 @@ def execute(
                             plan.steps[i].title, error)
                 failed = failed or (i, error)
 
+    def begin(unit: list[int]) -> None:
+        try:
+            handle = backend.begin(plan.steps[unit[0]].do)
+        except Exception as e:
+            finished([(unit[0], e)])
+            return
+        running[handle.done] = unit
+        begun_here[handle.done] = handle
+
     while True:
         ready = [i for i in pending if plan.needs(i) <= done] if failed is None else []
         if ready:
@@ -268,23 +277,19 @@ def execute(
             # for its other steps.
             startables = [u for u in units if len(u) == 1
                           and plan.steps[u[0]].do.name in startable]
-            for unit in sorted(startables, key=lambda u: u[0] >= started):
-                if unit[0] >= started and horizon > started:
-                    started = horizon
-                    if on_progress:
-                        on_progress(started)
+            for unit in startables:
                 units.remove(unit)
-                try:
-                    handle = backend.begin(plan.steps[unit[0]].do)
-                except Exception as e:
-                    finished([(unit[0], e)])
-                    break
-                running[handle.done] = unit
-                begun_here[handle.done] = handle
-            if horizon > started and failed is None:
+            covered = [u for u in startables if u[0] < started]
+            for unit in covered:
+                if failed is None:
+                    begin(unit)
+            if failed is None and horizon > started:
                 started = horizon
                 if on_progress:
                     on_progress(started)
+            for unit in startables:
+                if failed is None and unit not in covered:
+                    begin(unit)
             if failed is not None:
                 units = []  # a step failed to begin: start nothing more
             # A unit that every step still to start waits for anyway runs on

@@ -382,7 +382,6 @@ class PendingWrite:
         self._finish()
 
 
-
 class _ResultSlot(queue.Queue):  # type: ignore[type-arg]
     """ovsdbapp's result queue (the connection thread ``put()``s one result),
     which also completes :attr:`done`, so a caller can wait for it beside

@@ -139,8 +139,9 @@ def test_hooks_come_first_and_last_around_everything() -> None:
     for i in range(1, len(p.steps) - 1):
         assert 0 in before(p, i), p.steps[i].title
     assert p.needs(len(p.steps) - 1) == frozenset(range(len(p.steps) - 1))
-    # Only the pre-plug hook starts with the plan; what needs only the hook
-    # (VF settings, representor, OVS port) is journalled with it.
+    # Only the pre-plug hook starts with the plan, and the representor
+    # follows it on its thread; what needs only those two (the VF's driver,
+    # the OVS port) is journalled with them.
     assert executor.first_horizon(p, Host) == index(p, "ovs_set_port") + 1
 
 
