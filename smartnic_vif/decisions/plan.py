@@ -93,12 +93,14 @@ class Plan:
 
     def journal_horizon(self, started: Iterable[int]) -> int:
         """What a write-ahead journal records before ``started`` steps start:
-        one past the last step among them and those that need nothing else
-        (they start as soon as these end, unless one fails). Journalling
+        one past the last step among them, those that need nothing else
+        (they start as soon as these end, unless one fails) and those that
+        have no undo (nothing to restore, so nothing to journal). Journalling
         that next wave now keeps the journal write out of the gap between
         waves; every undo is safe on a step that never ran."""
         begun = set(started)
-        ahead = [i for i in range(len(self.steps)) if i in begun or self.needs(i) <= begun]
+        ahead = [i for i, step in enumerate(self.steps)
+                 if i in begun or self.needs(i) <= begun or step.undo is None]
         return max(ahead) + 1 if ahead else 0
 
     def __iter__(self) -> Iterator[Step]:

@@ -46,6 +46,7 @@ class LinkState:
     name: str
     mtu: int
     up: bool
+    promisc: bool = False
 
 
 @dataclass(frozen=True)
@@ -182,15 +183,27 @@ def plan_plug(
     rep = snapshot.representor
     name = port.representor_name or rep.name
     steps: list[Step] = []
-    # Order. The representor is configured first, alone: ovs-vswitchd must
-    # never open it while its state changes. Its userspace datapath turns
-    # promiscuous mode on from flags it cached when it opened the device, so
-    # a representor brought up in between went down again (about 1 plug in
-    # 100 when both ran side by side); and it opens the port by name, so a
-    # rename must be done first anyway. Then, side by side: the OVS port,
-    # and the VF's own changes one after the other (driver, settings,
-    # relay). Undo runs in reverse, so the port leaves OVS before the
-    # representor gets its old state back.
+    # Order. Every change to a link costs ovs-vswitchd a reconfiguration of
+    # all its bridges, and an OVS write returns only once ovs-vswitchd has
+    # applied it; a representor brought up before its OVS port was added
+    # kept ovs-vswitchd busy just when the port came, and its privileged
+    # round trip came first too. So after an optional rename (OVS opens the
+    # port by name), the OVS port and the representor's MTU, up and
+    # promiscuous flags start together, the flags in the same privileged
+    # call as the VF's own changes (driver, settings; then the relay).
+    #
+    # Promiscuous, as OVS makes every port it adds: finding the flag set,
+    # ovs-vswitchd writes no flags of its own, which saves a second link
+    # change. Where it opened the device first, it writes the flags it
+    # cached then plus promiscuous; if ours came in between, that write
+    # takes the link down again (about 1 plug in 20 here). It writes them
+    # only while it applies the port, so the last step, after the OVS port
+    # is applied, checks that the representor is up and brings it up again
+    # if not. (The kernel datapath writes no flags: no such race.)
+    #
+    # Undo runs in reverse: the port leaves OVS first, then the first
+    # step's undo gives the representor back its name, MTU and flags, all
+    # at once, so that nothing changes them while OVS still has it.
     first: tuple[int, ...] = ()
     if opts.hook:
         steps.append(_hook("pre-plug", port, name))
@@ -204,18 +217,52 @@ def plan_plug(
     }
     original = {k: snapshot.settings[k] for k in wanted if k in snapshot.settings}
     renamed = name != rep.name
-    link_step = len(steps)
+    rep_step = len(steps)
     steps.append(
         Step(
-            f"set representor {rep.name}{f' name {name},' if renamed else ''} "
-            f"MTU {port.mtu} and up",
-            # One step and one netlink session: rename (honouring the VIF's
-            # representor_name), MTU and state; the undo restores all three.
-            Operation("configure_link",
-                      {"ifname": rep.name, "new_name": name, "mtu": port.mtu, "up": True}),
-            Operation("configure_link",
-                      {"ifname": name, "new_name": rep.name, "mtu": rep.mtu, "up": rep.up}),
+            (f"rename representor {rep.name} to {name}" if renamed
+             else f"note representor {rep.name} as it is") + " (unplug restores its name, "
+            f"MTU {rep.mtu}, {'up' if rep.up else 'down'}"
+            f"{', promiscuous' if rep.promisc else ''})",
+            # Changes nothing unless renamed; its undo restores everything
+            # the later steps change on the representor.
+            Operation("configure_link", {"ifname": rep.name, "new_name": name}),
+            Operation("configure_link", {"ifname": name, "new_name": rep.name,
+                                         "mtu": rep.mtu, "up": rep.up, "promisc": rep.promisc}),
             after=first,
+        )
+    )
+    datapath_type = port.datapath_type or opts.default_datapath_type
+    steps.append(
+        Step(
+            f"add {name} to {port.bridge} as port {port.port_id}, MTU {port.mtu} "
+            f"(making {port.bridge}, datapath {datapath_type}, if missing)",
+            # One OVSDB transaction: the bridge (only if it is missing; an
+            # existing one keeps its datapath) and the port with its
+            # external_ids and MTU. The bridge is not undone: others use it.
+            Operation(
+                "ovs_set_port",
+                {
+                    "bridge": port.bridge,
+                    "port": name,
+                    "iface_id": port.port_id,
+                    "mac": port.mac,
+                    "vm_uuid": port.instance_uuid,
+                    "mtu": port.mtu,
+                    "datapath_type": datapath_type,
+                },
+            ),
+            Operation("ovs_delete_port", {"port": name}),
+            after=(rep_step,),
+        )
+    )
+    steps.append(
+        Step(
+            f"set representor {name} MTU {port.mtu}, up and promiscuous",
+            # No undo of its own: the first step's restores all of it.
+            Operation("configure_link", {"ifname": name, "mtu": port.mtu, "up": True,
+                                         "promisc": True}),
+            after=(rep_step,),
         )
     )
     driver_step = None
@@ -232,7 +279,7 @@ def plan_plug(
                 f"bind VF {vf.address} to {driver}",
                 Operation("bind_driver", {"address": vf.address, "driver": driver}),
                 Operation("bind_driver", {"address": vf.address, "driver": snapshot.driver}),
-                after=(link_step,),
+                after=(rep_step,),
             )
         )
     vf_step = len(steps)
@@ -244,31 +291,7 @@ def plan_plug(
                                  "settings": wanted}),
             Operation("set_vf", {"pf_address": vf.pf_address, "vf_index": vf.index,
                                  "settings": original}),
-            after=(link_step,) if driver_step is None else (driver_step,),
-        )
-    )
-    datapath_type = port.datapath_type or opts.default_datapath_type
-    steps.append(
-        Step(
-            f"add {name} to {port.bridge} as port {port.port_id} "
-            f"(making {port.bridge}, datapath {datapath_type}, if missing)",
-            # One OVSDB transaction: the bridge (only if it is missing; an
-            # existing one keeps its datapath) and the port with its
-            # external_ids. The bridge is not undone: others use it.
-            Operation(
-                "ovs_set_port",
-                {
-                    "bridge": port.bridge,
-                    "port": name,
-                    "iface_id": port.port_id,
-                    "mac": port.mac,
-                    "vm_uuid": port.instance_uuid,
-                    "mtu": port.mtu,
-                    "datapath_type": datapath_type,
-                },
-            ),
-            Operation("ovs_delete_port", {"port": name}),
-            after=(link_step,),
+            after=(rep_step,) if driver_step is None else (driver_step,),
         )
     )
     if driver_step is not None:
@@ -282,6 +305,9 @@ def plan_plug(
                 after=(vf_step,),
             )
         )
+    steps.append(
+        Step(f"check representor {name} is up", Operation("confirm_link_up", {"ifname": name}))
+    )
     if opts.hook:
         steps.append(_hook("post-plug", port, name))
     return Plan("plug", port.port_id, port.mode, tuple(steps), vf_address=vf.address)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
 import struct
 import threading
@@ -25,6 +26,8 @@ from smartnic_vif.model import types
 from smartnic_vif.model.errors import HostOperationError, NotFound
 from smartnic_vif.model.inventory import Inventory
 
+LOG = logging.getLogger(__name__)
+
 
 def pci_lock_offset(address: str) -> int:
     """A PCI address (``dddd:bb:dd.f``, normalised) as one number, unique per
@@ -32,6 +35,15 @@ def pci_lock_offset(address: str) -> int:
     domain, bus, rest = address.split(":")
     device, function = rest.split(".")
     return (int(domain, 16) << 16) | (int(bus, 16) << 8) | (int(device, 16) << 3) | int(function)
+
+
+def _changes_nothing(op: Operation) -> bool:
+    """A ``configure_link`` that names no change (no new name, nothing to set)."""
+    if op.name != "configure_link":
+        return False
+    args = op.args
+    return (args.get("new_name") in (None, args.get("ifname"))
+            and all(args.get(k) is None for k in ("mtu", "up", "promisc")))
 
 
 class Host:
@@ -42,6 +54,7 @@ class Host:
             "set_vf",
             "bind_driver",
             "configure_link",
+            "confirm_link_up",
             "ensure_bridge",
             "ovs_set_port",
             "ovs_delete_port",
@@ -120,7 +133,8 @@ class Host:
         return VfSnapshot(
             settings=dict(settings),
             driver=kernel.current_driver(self.sysfs_root, vf.address),
-            representor=LinkState(name=representor, mtu=int(link["mtu"]), up=bool(link["up"])),
+            representor=LinkState(name=representor, mtu=int(link["mtu"]), up=bool(link["up"]),
+                                  promisc=bool(link["promisc"])),
         )
 
     def vf_settings(self, vf_address: str) -> dict[str, Any]:
@@ -164,11 +178,26 @@ class Host:
     def bind_driver(self, address: str, driver: str | None) -> None:
         self._change_one("bind_driver", address=address, driver=driver)
 
-    def configure_link(self, ifname: str, new_name: str, mtu: int, up: bool) -> None:
-        """Rename ``ifname`` to ``new_name`` and set MTU and state, in one
-        privileged call. Finding only ``new_name`` means the rename was done
-        already (a repeated plug, or an undo finishing a partial one)."""
-        self._change_one("configure_link", ifname=ifname, new_name=new_name, mtu=mtu, up=up)
+    def configure_link(
+        self, ifname: str, new_name: str | None = None, mtu: int | None = None,
+        up: bool | None = None, promisc: bool | None = None,
+    ) -> None:
+        """Rename ``ifname`` to ``new_name`` and set MTU, state and
+        promiscuous mode (None: leave it), in one privileged call, or none
+        if that changes nothing. Finding only ``new_name`` means the rename
+        was done already (a repeated plug, or an undo finishing a partial one)."""
+        self._change_one("configure_link", ifname=ifname, new_name=new_name, mtu=mtu, up=up,
+                         promisc=promisc)
+
+    def confirm_link_up(self, ifname: str) -> None:
+        """Bring ``ifname`` up again if it went down (read here; the privileged
+        call only when it is down)."""
+        link = netdev.get_link(types.ifname(ifname))
+        if link is None:
+            raise NotFound(f"network device {ifname} does not exist")
+        if not link["up"]:
+            LOG.info("%s went down while OVS added it; bringing it up again", ifname)
+            self._change_one("configure_link", ifname=ifname, up=True)
 
     def set_mtu(self, ifname: str, mtu: int) -> bool:
         """Set the MTU of ``ifname`` if it exists (False: it does not; a
@@ -186,10 +215,18 @@ class Host:
         which no plan names) in order, in one round trip. One outcome (None:
         done) per operation that ran; after a failure the rest do not run,
         unless ``keep_going``."""
-        changes = [self._privileged_change(op) for op in ops]
-        outcomes = privileged.apply(changes, keep_going)
+        # An operation that changes nothing costs no round trip.
+        work = [op for op in ops if not _changes_nothing(op)]
+        outcomes = iter(privileged.apply([self._privileged_change(op) for op in work], keep_going)
+                        if work else [])
         results: list[Exception | None] = []
-        for op, outcome in zip(ops, outcomes, strict=False):
+        for op in ops:
+            if _changes_nothing(op):
+                results.append(None)
+                continue
+            outcome = next(outcomes, None)
+            if outcome is None:  # not run: an earlier change failed
+                break
             if outcome[0] == "ok":
                 if op.name == "bind_driver":
                     with self._lock:
@@ -200,6 +237,8 @@ class Host:
                 results.append(None)
             else:
                 results.append(privileged.error_from_data(outcome[1], outcome[2]))
+                if not keep_going:
+                    break
         return results
 
     def _change_one(self, name: str, **args: Any) -> None:

@@ -18,12 +18,14 @@ from smartnic_vif.model.errors import HostOperationError, NotFound
 
 
 def get_link(ifname: str, netns: str | None = None) -> dict[str, Any] | None:
-    """Name, MAC, MTU and admin state of a link; None when it does not exist."""
+    """Name, MAC, MTU, admin state and promiscuous mode of a link; None when
+    it does not exist."""
     raw = rtnl.socket_for(netns).get_link(ifname)
     if raw is None:
         return None
     link = rtnl.link_fields(raw)
-    return {"ifname": link.ifname, "mac": link.mac, "mtu": link.mtu, "up": link.up}
+    return {"ifname": link.ifname, "mac": link.mac, "mtu": link.mtu, "up": link.up,
+            "promisc": link.promisc}
 
 
 def set_link(
@@ -33,6 +35,7 @@ def set_link(
     mtu: int | None = None,
     mac: str | None = None,
     up: bool | None = None,
+    promisc: bool | None = None,
     new_name: str | None = None,
     or_name: str | None = None,
 ) -> None:
@@ -44,11 +47,11 @@ def set_link(
     sock = rtnl.socket_for(netns)
     rename = new_name if new_name != ifname else None
     if rename is None:
-        if mtu is None and mac is None and up is None:
+        if mtu is None and mac is None and up is None and promisc is None:
             return
         # The usual case: one request, the kernel finds the link by name.
         try:
-            sock.set_link(ifname=ifname, mtu=mtu, mac=mac, up=up)
+            sock.set_link(ifname=ifname, mtu=mtu, mac=mac, up=up, promisc=promisc)
             return
         except NetlinkError as e:
             if e.code != errno.ENODEV or or_name is None:
@@ -80,8 +83,8 @@ def set_link(
                 raise
             if up is None and was_up:
                 up = True
-        if mtu is not None or mac is not None or up is not None:
-            sock.set_link(index=index, mtu=mtu, mac=mac, up=up)
+        if mtu is not None or mac is not None or up is not None or promisc is not None:
+            sock.set_link(index=index, mtu=mtu, mac=mac, up=up, promisc=promisc)
     except NetlinkError as e:
         raise _error(e, target, None, netns) from e
 

@@ -156,16 +156,19 @@ def set_link(
     mtu: int | None = None,
     mac: str | None = None,
     up: bool | None = None,
+    promisc: bool | None = None,
     new_name: str | None = None,
     or_name: str | None = None,
 ) -> None:
-    if up is not None and not isinstance(up, bool):
-        raise InvalidValue("up", up, "expected true or false")
+    for field, flag in (("up", up), ("promisc", promisc)):
+        if flag is not None and not isinstance(flag, bool):
+            raise InvalidValue(field, flag, "expected true or false")
     netdev.set_link(
         types.ifname(ifname),
         mtu=types.mtu(mtu) if mtu is not None else None,
         mac=types.unicast_mac(mac) if mac is not None else None,
         up=up,
+        promisc=promisc,
         new_name=types.ifname(new_name, "new_name") if new_name is not None else None,
         or_name=types.ifname(or_name, "or_name") if or_name is not None else None,
     )

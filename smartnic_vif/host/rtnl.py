@@ -40,6 +40,7 @@ from smartnic_vif.model.errors import HostOperationError, NotFound
 
 NETLINK_ROUTE = 0
 IFF_UP = 0x1
+IFF_PROMISC = 0x100
 IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_EXT_MASK = 1, 3, 4, 29
 NLA_F_NESTED, NLA_F_NET_BYTEORDER = 0x8000, 0x4000
 _NLMSGHDR = struct.Struct("=IHHII")  # length, type, flags, sequence, port id
@@ -134,10 +135,11 @@ class RtnlSocket:
         mtu: int | None = None,
         mac: str | None = None,
         up: bool | None = None,
+        promisc: bool | None = None,
     ) -> None:
         """One RTM_NEWLINK on an existing link, found by ``index`` or else by
         ``ifname``. The kernel applies MTU and MAC, then the name, then the
-        state."""
+        flags (state and promiscuous mode, together)."""
         msg = ifinfmsg()
         msg["index"] = index
         attrs: list[tuple[str, Any]] = []
@@ -149,9 +151,16 @@ class RtnlSocket:
             attrs.append(("IFLA_MTU", mtu))
         if mac is not None:
             attrs.append(("IFLA_ADDRESS", mac))
+        flags = change = 0
         if up is not None:
-            msg["flags"] = IFF_UP if up else 0
-            msg["change"] = IFF_UP
+            flags |= IFF_UP if up else 0
+            change |= IFF_UP
+        if promisc is not None:
+            flags |= IFF_PROMISC if promisc else 0
+            change |= IFF_PROMISC
+        if change:
+            msg["flags"] = flags
+            msg["change"] = change
         msg["attrs"] = attrs
         # NLM_F_ACK without NLM_F_CREATE: change only, never create.
         self.request(msg, RTM_NEWLINK, NLM_F_ACK)
@@ -168,6 +177,12 @@ class LinkFields:
     @property
     def up(self) -> bool:
         return bool(self.flags & IFF_UP)
+
+    @property
+    def promisc(self) -> bool:
+        """Promiscuous mode as set by a user (IFF_PROMISC), not the kernel's
+        count of who wants it."""
+        return bool(self.flags & IFF_PROMISC)
 
 
 def _nla(kind: int, value: bytes) -> bytes:

@@ -51,24 +51,45 @@ def before(p: Plan, i: int) -> set[int]:
     return found
 
 
+def steps_named(p: Plan, name: str) -> list[int]:
+    return [i for i, s in enumerate(p.steps) if s.do.name == name]
+
+
 def test_passthrough_plan_sets_everything_and_its_undo_restores_the_snapshot() -> None:
     p = plug.plan_plug(port(), INVENTORY, SNAPSHOT, plug.PlugOptions())
-    assert names(p) == ["configure_link", "set_vf", "ovs_set_port"]
+    assert names(p) == ["configure_link", "ovs_set_port", "configure_link", "set_vf",
+                        "confirm_link_up"]
     vf = p.steps[index(p, "set_vf")]
     assert vf.do.args["settings"] == {"mac": "fa:16:3e:00:00:01", "vlan": 0, "qos": 0,
                                       "trust": False, "spoofchk": True}
     assert vf.undo is not None
     assert vf.undo.args["settings"] == {"mac": "00:00:00:00:00:00", "vlan": 7, "qos": 0,
                                         "trust": False, "spoofchk": True}
-    link = p.steps[index(p, "configure_link")]
-    assert link.undo is not None
-    assert link.undo.args == {"ifname": REP, "new_name": REP, "mtu": 1500, "up": False}
+    note, flags = steps_named(p, "configure_link")
+    # The first step changes nothing (no rename wished); its undo restores
+    # everything later steps change on the representor.
+    assert p.steps[note].do.args == {"ifname": REP, "new_name": REP}
+    assert p.steps[note].undo is not None
+    assert p.steps[note].undo.args == {"ifname": REP, "new_name": REP, "mtu": 1500,
+                                       "up": False, "promisc": False}
+    assert p.steps[flags].do.args == {"ifname": REP, "mtu": 9000, "up": True, "promisc": True}
+    assert p.steps[flags].undo is None
     ovs = p.steps[index(p, "ovs_set_port")]
     assert ovs.do.args["port"] == REP and ovs.do.args["mtu"] == 9000
     # The bridge, if missing, is made in the port's own transaction; the
     # undo removes only the port.
     assert ovs.do.args["datapath_type"] == "system"
     assert ovs.undo is not None and ovs.undo.args == {"port": REP}
+    assert p.steps[index(p, "confirm_link_up")].do.args == {"ifname": REP}
+
+
+def test_a_representor_that_was_promiscuous_stays_so_after_unplug() -> None:
+    was = plug.VfSnapshot(settings=SNAPSHOT.settings, driver=SNAPSHOT.driver,
+                          representor=plug.LinkState(name=REP, mtu=9000, up=True, promisc=True))
+    p = plug.plan_plug(port(), INVENTORY, was, plug.PlugOptions())
+    undo = p.steps[0].undo
+    assert undo is not None
+    assert (undo.args["mtu"], undo.args["up"], undo.args["promisc"]) == (9000, True, True)
 
 
 def test_a_missing_bridge_gets_the_ports_datapath_type_or_the_default() -> None:
@@ -80,31 +101,43 @@ def test_a_missing_bridge_gets_the_ports_datapath_type_or_the_default() -> None:
     assert p.steps[ovs].do.args["datapath_type"] == "system"
 
 
-def test_the_representor_is_configured_alone_before_ovs_and_the_vf() -> None:
-    # ovs-vswitchd must not open the representor while its state changes (it
-    # brought a representor that came up meanwhile back down), so the OVS
-    # port and the VF settings both wait for it, and for nothing else.
+def test_the_ovs_port_the_representor_flags_and_the_vf_start_together() -> None:
+    # Nothing changes the representor before OVS has it (a link change then
+    # kept ovs-vswitchd busy when the port came); the flags go beside the
+    # OVS port and the VF's settings, and the check waits for all of them.
     p = plug.plan_plug(port(), INVENTORY, SNAPSHOT, plug.PlugOptions())
-    link = index(p, "configure_link")
-    assert p.needs(link) == frozenset()
-    assert p.needs(index(p, "ovs_set_port")) == frozenset({link})
-    assert p.needs(index(p, "set_vf")) == frozenset({link})
-    # The claim journals every step: what follows the representor needs
-    # nothing else, so no later write is due.
+    note, flags = steps_named(p, "configure_link")
+    assert note == 0 and p.needs(note) == frozenset()
+    for step in (index(p, "ovs_set_port"), flags, index(p, "set_vf")):
+        assert p.needs(step) == frozenset({note})
+    check = index(p, "confirm_link_up")
+    assert check == len(p) - 1 and p.needs(check) == frozenset(range(check))
+    # The flags and the VF's settings are one privileged call: the check
+    # that waits for the flags needs the settings too.
+    units = executor._units(p, [index(p, "ovs_set_port"), flags, index(p, "set_vf")],
+                            [index(p, "ovs_set_port"), flags, index(p, "set_vf"), check],
+                            {note}, Host.GROUPABLE)
+    assert [flags, index(p, "set_vf")] in units
+    # The claim journals every step with an undo; nothing later is due.
     assert executor.first_horizon(p, Host) == len(p)
 
 
 def test_a_renamed_representor_is_added_to_ovs_only_once_renamed() -> None:
     p = plug.plan_plug(port(representor_name="vfrep3"), INVENTORY, SNAPSHOT,
                        plug.PlugOptions())
-    link, ovs = index(p, "configure_link"), index(p, "ovs_set_port")
-    assert link in p.needs(ovs)
+    note, flags = steps_named(p, "configure_link")
+    ovs = index(p, "ovs_set_port")
+    assert note in p.needs(ovs) and note in p.needs(flags)
     assert p.steps[ovs].do.args["port"] == "vfrep3"
-    assert p.steps[link].do.args == {"ifname": REP, "new_name": "vfrep3", "mtu": 9000,
-                                     "up": True}
+    assert p.steps[note].do.args == {"ifname": REP, "new_name": "vfrep3"}
+    assert p.steps[flags].do.args["ifname"] == "vfrep3"
+    assert p.steps[index(p, "confirm_link_up")].do.args == {"ifname": "vfrep3"}
     # Undo (last first) deletes the OVS port before the name is given back.
     assert p.steps[ovs].undo is not None and p.steps[ovs].undo.args == {"port": "vfrep3"}
-    assert link < ovs
+    assert p.steps[note].undo is not None
+    assert p.steps[note].undo.args["ifname"] == "vfrep3"
+    assert p.steps[note].undo.args["new_name"] == REP
+    assert note < ovs
 
 
 def test_forwarder_relay_waits_for_the_vfio_driver_and_unplug_unwinds_in_reverse() -> None:
@@ -115,20 +148,18 @@ def test_forwarder_relay_waits_for_the_vfio_driver_and_unplug_unwinds_in_reverse
     assert p.steps[bind].undo.args == {"address": VF.address, "driver": "nfp"}
     # The VF's own changes, one at a time: driver, settings (libvirt's order
     # for a hostdev), then the relay, which opens the VF and reads them.
-    link = index(p, "configure_link")
-    assert p.needs(bind) == frozenset({link})
-    assert bind in p.needs(settings)
+    note, flags = steps_named(p, "configure_link")
+    assert p.needs(bind) == frozenset({note})
+    assert p.needs(settings) == frozenset({bind})
     assert p.needs(relay) == frozenset({settings})
-    assert p.needs(index(p, "ovs_set_port")) == frozenset({link})
-    # The representor goes alone in the first privileged round trip; the
-    # claim journals it and the wave after it (driver, OVS port), and the
-    # relay is journalled once the OVS port is on its way.
-    assert executor.first_horizon(p, Host) == relay
-    # Every undo happens in reverse index order: relay first, the OVS port
-    # before the representor gets its old state, the VF settings before the
-    # VF's own driver comes back (it probes the restored MAC).
-    assert relay == len(p.steps) - 1 and link == 0 and bind == 1 and settings == 2
-    assert settings < index(p, "ovs_set_port") < relay
+    assert p.needs(index(p, "ovs_set_port")) == frozenset({note})
+    assert p.needs(flags) == frozenset({note})
+    # Every undo happens in reverse index order: relay first, the VF
+    # settings before the VF's own driver comes back (it probes the
+    # restored MAC), the OVS port before the representor gets its old state.
+    assert note == 0 < index(p, "ovs_set_port") < bind < settings < relay
+    assert index(p, "confirm_link_up") == len(p) - 1
+    assert executor.first_horizon(p, Host) == len(p)
 
 
 def test_hooks_come_first_and_last_around_everything() -> None:
@@ -139,10 +170,9 @@ def test_hooks_come_first_and_last_around_everything() -> None:
     for i in range(1, len(p.steps) - 1):
         assert 0 in before(p, i), p.steps[i].title
     assert p.needs(len(p.steps) - 1) == frozenset(range(len(p.steps) - 1))
-    # Only the pre-plug hook starts with the plan, and the representor
-    # follows it on its thread; what needs only those two (the VF's driver,
-    # the OVS port) is journalled with them.
-    assert executor.first_horizon(p, Host) == index(p, "ovs_set_port") + 1
+    # The post-plug hook, last, has nothing to undo: journalling it (and so
+    # every step before it) at the claim is safe, and no later write is due.
+    assert executor.first_horizon(p, Host) == len(p)
 
 
 def test_the_plan_round_trips_through_the_journal_format() -> None:

@@ -32,6 +32,7 @@ from pyroute2 import IPRoute
 
 from smartnic_vif.host import privileged
 from smartnic_vif.host.forwarder.client import ForwarderClient
+from smartnic_vif.host.rtnl import IFF_PROMISC, IFF_UP
 from smartnic_vif.model.inventory import VirtualFunction
 from smartnic_vif.osvif.objects import VIFPortProfileForwarder, VIFPortProfilePassthrough
 from smartnic_vif.sim.forwarder import ForwarderSimulator
@@ -109,12 +110,14 @@ def port_name(vif: Any, vf: VirtualFunction) -> str:
     return name or vf.representor.name
 
 
-def link(name: str) -> tuple[int, bool] | None:
+def link(name: str) -> tuple[int, bool, bool] | None:
+    """(MTU, up, promiscuous) of a root-namespace link, None if absent."""
     with IPRoute() as ipr:
         msgs = ipr.get_links(ifname=name) if ipr.link_lookup(ifname=name) else []
     if not msgs:
         return None
-    return msgs[0].get_attr("IFLA_MTU"), bool(msgs[0]["flags"] & 1)
+    flags = msgs[0]["flags"]
+    return msgs[0].get_attr("IFLA_MTU"), bool(flags & IFF_UP), bool(flags & IFF_PROMISC)
 
 
 def wait_for(condition: Callable[[], bool], timeout: float = 3.0) -> bool:
@@ -144,8 +147,9 @@ def assert_plugged(env: PluginEnv, vif: Any, vf: VirtualFunction, mode: str) -> 
     # ovs-vswitchd really opened the (renamed) representor.
     assert wait_for(lambda: (env.ovs.get_port(name).ofport or -1) > 0)  # type: ignore[union-attr]
     assert env.ovs.get_port(name).error is None  # type: ignore[union-attr]
-    # The representor carries the wished name, the network's MTU and is up.
-    assert link(name) == (NET_MTU, True)
+    # The representor carries the wished name, the network's MTU, is up and
+    # promiscuous.
+    assert link(name) == (NET_MTU, True, True)
     if name != vf.representor.name:
         assert link(vf.representor.name) is None
     settings = env.vf_settings(vf.address)
@@ -250,6 +254,64 @@ def test_representor_keeps_its_name_when_none_is_wished(env: PluginEnv, mode: st
     assert_plugged(env, vif, vf, mode)
     assert port_name(vif, vf) == vf.representor.name
     os_vif.unplug(vif, INSTANCE)
+    assert env.snapshot() == before
+
+
+@pytest.mark.parametrize("mode", ["passthrough", "forwarder"])
+def test_a_promiscuous_representor_stays_promiscuous_after_unplug(
+    env: PluginEnv, mode: str
+) -> None:
+    # An operator's own setting: plug finds the flag set and unplug keeps it.
+    vf = env.vf(1, 6)
+    assert vf.representor is not None
+    rep = vf.representor.name
+    privileged.set_link(rep, promisc=True)
+    try:
+        before = env.snapshot()
+        vif = make_vif(env, mode, vf)
+        os_vif.plug(vif, INSTANCE)
+        assert_plugged(env, vif, vf, mode)
+        os_vif.unplug(vif, INSTANCE)
+        assert env.snapshot() == before
+        assert link(rep) == (1500, False, True)
+    finally:
+        privileged.set_link(rep, promisc=False)
+
+
+class LateFlagWrite:
+    """A pending OVS write that, once waited for, takes the representor down
+    as ovs-vswitchd's userspace datapath does when it writes the flags it
+    cached before the plug brought the link up."""
+
+    def __init__(self, pending: Any, ifname: str) -> None:
+        self.pending, self.ifname = pending, ifname
+        self.done, self.deadline = pending.done, pending.deadline
+
+    def wait(self) -> None:
+        self.pending.wait()
+        privileged.set_link(self.ifname, up=False, promisc=True)
+
+
+def test_a_representor_ovs_took_down_is_brought_up_again(
+    env: PluginEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    vf = env.vf(0, 5)
+    before = env.snapshot()
+    vif = passthrough_vif(vf)
+    name = port_name(vif, vf)
+    host = loaded_plugin("smartnic").host
+    begin = host.begin_ovs_set_port
+
+    def begin_then_take_down(*args: Any, **kwargs: Any) -> LateFlagWrite:
+        return LateFlagWrite(begin(*args, **kwargs), name)
+
+    monkeypatch.setattr(host, "begin_ovs_set_port", begin_then_take_down)
+    try:
+        os_vif.plug(vif, INSTANCE)
+        assert_plugged(env, vif, vf, "passthrough")  # up, though OVS took it down
+    finally:
+        monkeypatch.undo()
+        os_vif.unplug(vif, INSTANCE)
     assert env.snapshot() == before
 
 
@@ -440,8 +502,8 @@ def test_hybrid_vif_gets_a_linux_bridge_and_a_veth_pair_into_ovs(env: PluginEnv)
         assert port.bridge == "br-int"
         assert port.external_ids["iface-id"] == port_id
         assert port.external_ids["attached-mac"] == vif.address
-        assert link(qvo) == (NET_MTU, True)
-        assert link(qvb) == (NET_MTU, True)
+        assert link(qvo)[:2] == (NET_MTU, True)  # type: ignore[index]
+        assert link(qvb)[:2] == (NET_MTU, True)  # type: ignore[index]
         with IPRoute() as ipr:
             [qbr_index] = ipr.link_lookup(ifname=vif.bridge_name)
             assert ipr.get_links(ifname=qvb)[0].get_attr("IFLA_MASTER") == qbr_index
@@ -658,7 +720,7 @@ def test_unplug_with_the_forwarder_down_keeps_the_journal_for_a_later_unplug(
         assert env.ovs.find_ports_by_iface_id(vif.port_profile.interface_id) == []
         assert env.vf_driver(vf.address) == "nfp"
         assert env.vf_settings(vf.address)["mac"] == "00:00:00:00:00:00"
-        assert vf.representor is not None and link(vf.representor.name) == (1500, False)
+        assert vf.representor is not None and link(vf.representor.name) == (1500, False, False)
     finally:
         env.restart_forwarder()
 

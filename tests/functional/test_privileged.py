@@ -231,6 +231,7 @@ def _calls(root: str, rep: str) -> list[tuple[str, Callable[[], Any], str, objec
         ),
         ("link-mtu", lambda: privileged.set_link(rep, mtu=10), "mtu", 10),
         ("link-up", lambda: privileged.set_link(rep, up="yes"), "up", "yes"),
+        ("link-promisc", lambda: privileged.set_link(rep, promisc=1), "promisc", 1),
         (
             "vf-mac",
             lambda: privileged.set_vf(root, SIM, PF, 0, {"mac": "fa:16:3e:00:00"}),
@@ -360,7 +361,8 @@ def test_set_link_rename_and_mtu_on_a_representor_and_back(host: SimulatedHost) 
     privileged.set_link(rep, new_name=new, mtu=9000, mac="fa:16:3e:00:99:01")
     assert get_link(rep) is None
     renamed = get_link(new)
-    assert renamed == {"ifname": new, "mac": "fa:16:3e:00:99:01", "mtu": 9000, "up": True}
+    assert renamed == {"ifname": new, "mac": "fa:16:3e:00:99:01", "mtu": 9000, "up": True,
+                       "promisc": False}
 
     # Renaming onto an existing link fails in the kernel and leaves both alone.
     with pytest.raises(HostOperationError):
@@ -373,6 +375,23 @@ def test_set_link_rename_and_mtu_on_a_representor_and_back(host: SimulatedHost) 
     assert get_link(rep) == original
     # Discovery never depended on the name and still finds it.
     assert discover(host.dir).representor_of(inv.pfs[1].vfs[3].address).name == rep
+
+
+def test_set_link_sets_up_and_promiscuous_in_one_request_and_clears_them(
+    host: SimulatedHost,
+) -> None:
+    inv = discover(host.dir)
+    rep = inv.representor_of(inv.pfs[0].vfs[2].address).name
+    original = get_link(rep)
+    assert original is not None and (original["up"], original["promisc"]) == (False, False)
+
+    privileged.set_link(rep, up=True, promisc=True)
+    assert get_link(rep) == dict(original, up=True, promisc=True)
+    # Leaving a flag out leaves it as it is.
+    privileged.set_link(rep, up=False)
+    assert get_link(rep) == dict(original, promisc=True)
+    privileged.set_link(rep, promisc=False)
+    assert get_link(rep) == original
 
 
 def test_set_link_on_an_absent_link_is_not_found(privsep: Any) -> None:

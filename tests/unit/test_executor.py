@@ -149,6 +149,19 @@ def test_progress_is_written_before_the_step_it_covers_starts() -> None:
     assert seen["a"] >= 1 and seen["b"] >= 2 and seen["c"] >= 3
 
 
+def test_a_step_with_nothing_to_undo_needs_no_journal_write_of_its_own() -> None:
+    check = Step("check", Operation("work", {"name": "check"}))  # no undo
+    rec = Recorder()
+    p = plan(step("a"), step("b"), check)
+    # a starts alone; b (needs a) and check (nothing to undo) are written
+    # ahead with it: one write for the whole plan.
+    assert p.journal_horizon([0]) == 3
+    run(p, rec)
+    assert rec.ended() == ["a", "b", "check"] and rec.progress == [3]
+    # With an undo, the last step is not written ahead of b.
+    assert plan(step("a"), step("b"), step("c")).journal_horizon([0]) == 2
+
+
 def test_steps_the_caller_journalled_as_started_are_not_written_again() -> None:
     rec = Recorder()
     p = plan(step("vf", after=()), step("port", after=()), step("bind", after=(0,)),
