@@ -196,14 +196,16 @@ def plan_plug(
     # ovs-vswitchd writes no flags of its own, which saves a second link
     # change. Where it opened the device first, it writes the flags it
     # cached then plus promiscuous; if ours came in between, that write
-    # takes the link down again (about 1 plug in 20 here). It writes them
+    # takes the link down again (2 to 6 plugs in 100 here). It writes them
     # only while it applies the port, so the last step, after the OVS port
     # is applied, checks that the representor is up and brings it up again
     # if not. (The kernel datapath writes no flags: no such race.)
     #
-    # Undo runs in reverse: the port leaves OVS first, then the first
-    # step's undo gives the representor back its name, MTU and flags, all
-    # at once, so that nothing changes them while OVS still has it.
+    # Undo runs in reverse index order: the relay goes, the port leaves OVS,
+    # then one privileged call gives the VF back its settings and driver and
+    # the representor its name, MTU and flags (the first step's undo), so
+    # nothing changes the representor while OVS still has it. Hence the OVS
+    # port's place in the list, after the VF's steps it runs beside.
     first: tuple[int, ...] = ()
     if opts.hook:
         steps.append(_hook("pre-plug", port, name))
@@ -230,30 +232,6 @@ def plan_plug(
             Operation("configure_link", {"ifname": name, "new_name": rep.name,
                                          "mtu": rep.mtu, "up": rep.up, "promisc": rep.promisc}),
             after=first,
-        )
-    )
-    datapath_type = port.datapath_type or opts.default_datapath_type
-    steps.append(
-        Step(
-            f"add {name} to {port.bridge} as port {port.port_id}, MTU {port.mtu} "
-            f"(making {port.bridge}, datapath {datapath_type}, if missing)",
-            # One OVSDB transaction: the bridge (only if it is missing; an
-            # existing one keeps its datapath) and the port with its
-            # external_ids and MTU. The bridge is not undone: others use it.
-            Operation(
-                "ovs_set_port",
-                {
-                    "bridge": port.bridge,
-                    "port": name,
-                    "iface_id": port.port_id,
-                    "mac": port.mac,
-                    "vm_uuid": port.instance_uuid,
-                    "mtu": port.mtu,
-                    "datapath_type": datapath_type,
-                },
-            ),
-            Operation("ovs_delete_port", {"port": name}),
-            after=(rep_step,),
         )
     )
     steps.append(
@@ -292,6 +270,30 @@ def plan_plug(
             Operation("set_vf", {"pf_address": vf.pf_address, "vf_index": vf.index,
                                  "settings": original}),
             after=(rep_step,) if driver_step is None else (driver_step,),
+        )
+    )
+    datapath_type = port.datapath_type or opts.default_datapath_type
+    steps.append(
+        Step(
+            f"add {name} to {port.bridge} as port {port.port_id}, MTU {port.mtu} "
+            f"(making {port.bridge}, datapath {datapath_type}, if missing)",
+            # One OVSDB transaction: the bridge (only if it is missing; an
+            # existing one keeps its datapath) and the port with its
+            # external_ids and MTU. The bridge is not undone: others use it.
+            Operation(
+                "ovs_set_port",
+                {
+                    "bridge": port.bridge,
+                    "port": name,
+                    "iface_id": port.port_id,
+                    "mac": port.mac,
+                    "vm_uuid": port.instance_uuid,
+                    "mtu": port.mtu,
+                    "datapath_type": datapath_type,
+                },
+            ),
+            Operation("ovs_delete_port", {"port": name}),
+            after=(rep_step,),
         )
     )
     if driver_step is not None:

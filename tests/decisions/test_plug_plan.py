@@ -57,7 +57,7 @@ def steps_named(p: Plan, name: str) -> list[int]:
 
 def test_passthrough_plan_sets_everything_and_its_undo_restores_the_snapshot() -> None:
     p = plug.plan_plug(port(), INVENTORY, SNAPSHOT, plug.PlugOptions())
-    assert names(p) == ["configure_link", "ovs_set_port", "configure_link", "set_vf",
+    assert names(p) == ["configure_link", "configure_link", "set_vf", "ovs_set_port",
                         "confirm_link_up"]
     vf = p.steps[index(p, "set_vf")]
     assert vf.do.args["settings"] == {"mac": "fa:16:3e:00:00:01", "vlan": 0, "qos": 0,
@@ -154,10 +154,10 @@ def test_forwarder_relay_waits_for_the_vfio_driver_and_unplug_unwinds_in_reverse
     assert p.needs(relay) == frozenset({settings})
     assert p.needs(index(p, "ovs_set_port")) == frozenset({note})
     assert p.needs(flags) == frozenset({note})
-    # Every undo happens in reverse index order: relay first, the VF
-    # settings before the VF's own driver comes back (it probes the
-    # restored MAC), the OVS port before the representor gets its old state.
-    assert note == 0 < index(p, "ovs_set_port") < bind < settings < relay
+    # Every undo happens in reverse index order: relay first, then the OVS
+    # port, then the VF settings before the VF's own driver comes back (it
+    # probes the restored MAC), and the representor's old state last.
+    assert note == 0 < bind < settings < index(p, "ovs_set_port") < relay
     assert index(p, "confirm_link_up") == len(p) - 1
     assert executor.first_horizon(p, Host) == len(p)
 
@@ -173,6 +173,19 @@ def test_hooks_come_first_and_last_around_everything() -> None:
     # The post-plug hook, last, has nothing to undo: journalling it (and so
     # every step before it) at the claim is safe, and no later write is due.
     assert executor.first_horizon(p, Host) == len(p)
+
+
+def test_unplug_restores_the_vf_and_the_representor_in_one_privileged_call() -> None:
+    # The undo of the whole plan, as unplug runs it: the relay, the OVS port,
+    # then every privileged restore together (one round trip).
+    p = plug.plan_plug(port(plug.FORWARDER), INVENTORY, SNAPSHOT, plug.PlugOptions())
+    undos = [s.undo.name for s in reversed(p.steps) if s.undo is not None]
+    assert undos == ["forwarder_remove", "ovs_delete_port", "set_vf", "bind_driver",
+                     "configure_link"]
+    runs = [(grouped, [op for op in run])
+            for grouped, run in executor._runs(undos, lambda n: n, Host.GROUPABLE)]
+    assert runs == [(False, ["forwarder_remove", "ovs_delete_port"]),
+                    (True, ["set_vf", "bind_driver", "configure_link"])]
 
 
 def test_the_plan_round_trips_through_the_journal_format() -> None:
