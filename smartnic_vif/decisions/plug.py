@@ -196,7 +196,7 @@ def plan_plug(
     # ovs-vswitchd writes no flags of its own, which saves a second link
     # change. Where it opened the device first, it writes the flags it
     # cached then plus promiscuous; if ours came in between, that write
-    # takes the link down again (2 to 6 plugs in 100 here). It writes them
+    # takes the link down again (1 to 6 plugs in 100 here). It writes them
     # only while it applies the port, so the last step, after the OVS port
     # is applied, checks that the representor is up and brings it up again
     # if not. (The kernel datapath writes no flags: no such race.)
