@@ -102,8 +102,8 @@ def _units(
     The backend's groupable ready steps go together in one unit (one call),
     joined by pending groupable steps that need nothing but those and done
     steps (run after them, in index order) when that delays no step waiting
-    for the call; every other ready step starts a
-    unit of its own. A unit then carries on with a pending step that needs
+    for the call; every other ready step starts a unit of its own. A unit
+    then carries on with a pending step that needs
     only the unit and done steps, when every other pending step that needs
     the unit needs that step too: it starts the moment its needs are met,
     and no step that could start earlier waits for the unit to report."""
@@ -218,8 +218,8 @@ def execute(
     ``on_progress(n)`` is called before a step starts with ``n`` =
     :meth:`Plan.journal_horizon` of the steps begun so far (those that may
     start next included), unless ``started`` (what the caller journalled
-    already) covers it; ``on_done(k)``
-    after each step with the number of steps done. On failure no further
+    already) covers it; ``on_done(k)`` after each step with the number of
+    steps done. On failure no further
     step starts; once the running ones end, every step done is undone, last
     first, and :class:`PlanStepFailed` names the first step that failed.
 

@@ -7,8 +7,9 @@ few link fields itself, on a blocking socket. The one request every plug
 starts with, RTM_GETLINK by name, it also frames itself. pyroute2's own
 IPRoute runs every request through an asyncio event loop, which costs about
 four times the request itself and a new loop per socket; a plug makes
-several link requests, so the hot path uses this instead. Only changing a real PF's VF settings (in
-the privileged helper) keeps using pyroute2's IPRoute, for its VF encoders.
+several link requests, so the hot path uses this instead. Only changing a
+real PF's VF settings (in the privileged helper) keeps using pyroute2's
+IPRoute, for its VF encoders.
 
 Sockets are kept: one per thread in that thread's namespace, one per other
 namespace (opened by a thread switched into it for that call alone: a netlink
