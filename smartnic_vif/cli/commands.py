@@ -15,7 +15,7 @@ def register(sub: Any) -> None:
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(handler=cmd_inventory)
 
-    p = sub.add_parser("sim", help="create or destroy a simulated SmartNIC host")
+    p = sub.add_parser("sim", help="create, reboot or destroy a simulated SmartNIC host")
     simsub = p.add_subparsers(dest="sim_command", required=True, metavar="ACTION")
     c = simsub.add_parser("create", help="build a simulated host in DIR")
     c.add_argument("--dir", required=True)
@@ -31,6 +31,9 @@ def register(sub: Any) -> None:
     d = simsub.add_parser("destroy", help="stop and remove the simulated host in DIR")
     d.add_argument("--dir", required=True)
     d.set_defaults(handler=cmd_sim_destroy)
+    r = simsub.add_parser("reboot", help="do to the simulated host in DIR what a reboot does")
+    r.add_argument("--dir", required=True)
+    r.set_defaults(handler=cmd_sim_reboot)
 
     from smartnic_vif.cli import demo, ports
 
@@ -138,3 +141,19 @@ def cmd_sim_destroy(args: argparse.Namespace) -> int:
     progress.done()
     print(f"simulated host in {args.dir} destroyed")
     return EXIT_OK if not host.existing_links() else EXIT_FAILED
+
+
+def cmd_sim_reboot(args: argparse.Namespace) -> int:
+    from smartnic_vif.sim.host import SimulatedHost, SimulatorError
+
+    try:
+        host = SimulatedHost.load(args.dir)
+    except SimulatorError as e:
+        raise UsageError(str(e)) from e
+    progress = render.Progress()
+    progress.step(f"rebooting the simulated host in {args.dir} (VFs, representors, OVS, "
+                  "forwarder)...")
+    host.reboot()
+    progress.done()
+    print(f"simulated host in {host.dir} rebooted")
+    return EXIT_OK

@@ -15,6 +15,7 @@ halfway, from another process.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -323,20 +324,24 @@ class SimulatedHost:
         os.makedirs(state_dir, exist_ok=True)
         for p, pf in enumerate(specs):
             for vf in pf.vfs:
-                state = {
-                    "mac": "00:00:00:00:00:00",
-                    "vlan": 0,
-                    "qos": 0,
-                    "trust": False,
-                    "spoofchk": True,
-                    "link_state": "auto",
-                    "netdev": vf.netdev.name if vf.netdev and pf.switchdev else None,
-                    "netdev_mac": vf.netdev.mac if vf.netdev else None,
-                    "netns": self.layout.vf_netns(p, vf.index) if pf.switchdev else None,
-                    "net_drivers": [self.layout.driver],
-                }
                 with open(os.path.join(state_dir, vf.address + ".json"), "w") as f:
-                    json.dump(state, f, sort_keys=True)
+                    json.dump(self._initial_vf_state(p, pf, vf), f, sort_keys=True)
+
+    def _initial_vf_state(self, p: int, pf: PfSpec, vf: VfSpec) -> dict[str, Any]:
+        """A VF's simulated kernel state as the driver's probe leaves it (at
+        create and after a reboot)."""
+        return {
+            "mac": "00:00:00:00:00:00",
+            "vlan": 0,
+            "qos": 0,
+            "trust": False,
+            "spoofchk": True,
+            "link_state": "auto",
+            "netdev": vf.netdev.name if vf.netdev and pf.switchdev else None,
+            "netdev_mac": vf.netdev.mac if vf.netdev else None,
+            "netns": self.layout.vf_netns(p, vf.index) if pf.switchdev else None,
+            "net_drivers": [self.layout.driver],
+        }
 
     def _make_netdevs(self, specs: list[PfSpec]) -> None:
         lay = self.layout
@@ -349,14 +354,18 @@ class SimulatedHost:
                 f"peer name sn{lay.sim_id}w{p} netns {lay.wire_netns}"
             )
             for vf in pf.vfs:
-                ns = lay.vf_netns(p, vf.index)
-                assert vf.representor and vf.netdev
-                cmds.append(f"netns add {ns}")
-                cmds.append(
-                    f"link add name {vf.representor.name} address {vf.representor.mac} "
-                    f"type veth peer name {vf.netdev.name} address {vf.netdev.mac} netns {ns}"
-                )
+                cmds.append(f"netns add {lay.vf_netns(p, vf.index)}")
+                cmds.append(self._representor_pair(p, vf))
         _ip_batch(cmds)
+
+    def _representor_pair(self, p: int, vf: VfSpec) -> str:
+        """The ``ip -batch`` line making a VF's representor and its netdev."""
+        assert vf.representor and vf.netdev
+        ns = self.layout.vf_netns(p, vf.index)
+        return (
+            f"link add name {vf.representor.name} address {vf.representor.mac} type veth "
+            f"peer name {vf.netdev.name} address {vf.netdev.mac} netns {ns}"
+        )
 
     def _start_forwarder(self) -> None:
         lay = self.layout
@@ -423,6 +432,82 @@ class SimulatedHost:
             lines += [f"{k} = {v}" for k, v in opts.items()]
         with open(lay.config_file, "w") as f:
             f.write("\n".join(lines) + "\n")
+
+    # -- reboot -------------------------------------------------------------
+    def reboot(self) -> None:
+        """Do to this host what a reboot does to a real one.
+
+        Its services stop; every VF comes back with the PF's driver and its
+        default settings; representors and VF netdevs are made anew, so they
+        have their kernel names, are down, have the default MTU and are not
+        promiscuous; then OVS starts again on the same database (ports stay
+        in OVSDB, their interfaces must be found again) and the forwarder
+        starts with no relay. What is on disk (the claims, OVSDB) survives.
+        Services start again only if the host has them (``with_ovs``,
+        ``with_forwarder`` at create). Run it in the network namespace the
+        host was created in."""
+        from smartnic_vif.sim.ovs import PrivateOVS
+
+        lay = self.layout
+        specs = lay.pf_specs()
+        ovs = PrivateOVS(lay.ovs_dir)
+        has_ovs = os.path.exists(ovs.db_path)
+        # The forwarder writes its relay table as soon as it listens.
+        has_forwarder = os.path.exists(os.path.join(lay.forwarder_dir, "relays.json"))
+        stop_pid(os.path.join(lay.forwarder_dir, "forwarder.pid"))
+        ovs.stop()
+        self._reset_vfs(specs)
+        self._remake_representors(specs)
+        if has_ovs:
+            ovs.start()
+        if has_forwarder:
+            self._start_forwarder_after_reboot()
+
+    def _reset_vfs(self, specs: list[PfSpec]) -> None:
+        """Each VF bound to the PF's driver again (its netdev is back in the
+        sysfs tree), with the state the driver's probe leaves."""
+        kern = SimulatedKernel(self.layout.dir)
+        for p, pf in enumerate(specs):
+            for vf in pf.vfs:
+                initial = self._initial_vf_state(p, pf, vf)
+                kern.bind_driver(vf.address, kern.read_state(vf.address)["net_drivers"][0])
+                with kern.state(vf.address) as state:
+                    state.clear()
+                    state.update(initial)
+
+    def _remake_representors(self, specs: list[PfSpec]) -> None:
+        """Delete each VF's veth pair (found by the namespace its VF end is
+        in, whatever the representor is called now) and make it again."""
+        lay = self.layout
+        pairs = [(p, vf) for p, pf in enumerate(specs) if pf.switchdev for vf in pf.vfs]
+        nsids = {}
+        with IPRoute() as ipr:
+            for p, vf in pairs:
+                ns = lay.vf_netns(p, vf.index)
+                try:
+                    fd = os.open(os.path.join("/var/run/netns", ns), os.O_RDONLY)
+                except FileNotFoundError:
+                    raise SimulatorError(f"namespace {ns} of VF {vf.address} is missing") from None
+                try:
+                    nsids[ipr.get_netnsid(fd=fd)["nsid"]] = ns
+                finally:
+                    os.close(fd)
+            current = [
+                msg.get_attr("IFLA_IFNAME")
+                for msg in ipr.get_links()
+                if msg.get_attr("IFLA_LINK_NETNSID") in nsids
+            ]
+        _ip_batch([f"link del {name}" for name in current]
+                  + [self._representor_pair(p, vf) for p, vf in pairs])
+
+    def _start_forwarder_after_reboot(self) -> None:
+        """The forwarder starts with no relay. Stand-in for
+        ``restart_forwarder()`` (issue 16, item 1, another branch): once that
+        is merged, reboot() can call it instead of stop_pid + this."""
+        pidfile = os.path.join(self.layout.forwarder_dir, "forwarder.pid")
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(pidfile)  # left by a forwarder that had to be killed
+        self._start_forwarder()
 
     # -- inspection -------------------------------------------------------
     @property

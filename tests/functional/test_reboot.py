@@ -150,7 +150,9 @@ class VMs:
         self.taps.append(port.tap)
 
     def lose_tap(self, port: Port) -> None:
-        """The guest and its tap are gone with the reboot."""
+        """The guest and its tap go as the host goes down (before OVS starts
+        again: ovs-vswitchd's userspace datapath does not open again a device
+        that vanished and came back under the same name while it ran)."""
         subprocess.run([IP, "link", "del", port.tap], capture_output=True)  # noqa: S603
 
     def boot(self, ports: list[Port]) -> None:
@@ -304,11 +306,11 @@ def test_sim_reboot_resets_the_host_but_keeps_ovsdb_and_the_claims(plugin_env: P
         vms.assert_pinging(ports)
         before = env.sim.processes()
 
+        vms.lose_tap(ports[0])
         proc = cli(env.sim, "sim", "reboot", "--dir", env.sim.dir, config=False)
 
         assert proc.returncode == 0, explain(proc)
         assert proc.stdout.strip() == f"simulated host in {env.sim.dir} rebooted", explain(proc)
-        vms.lose_tap(ports[0])
         assert_rebooted(env, before, ports)
         env.reset_plugins()  # nova-compute starts again too
     # ...and unplugging after the reboot (without plugging again) is clean.
@@ -339,8 +341,8 @@ def test_reboot_then_os_vif_plug_of_the_same_vifs_brings_every_port_back(
     with plugged_through_os_vif(env, ports) as vms:
         vms.assert_pinging(ports)
 
-        env.sim.reboot()
         vms.lose_tap(ports[0])
+        env.sim.reboot()
         env.reset_plugins()  # a new nova-compute process
         # init_host: every VIF of every instance on the host, through os-vif.
         for port in ports:
@@ -386,9 +388,9 @@ def test_reboot_then_reconcile_brings_every_port_back(plugin_env: PluginEnv) -> 
         vms.boot(ports)
         vms.assert_pinging(ports)
 
+        vms.lose_tap(ports[0])
         proc = cli(sim, "sim", "reboot", "--dir", sim.dir, config=False)
         assert proc.returncode == 0, explain(proc)
-        vms.lose_tap(ports[0])
 
         proc = cli(sim, "reconcile", "--json")
         assert proc.returncode == 0, explain(proc)
