@@ -449,6 +449,12 @@ class SimulatedHost:
         from smartnic_vif.sim.ovs import PrivateOVS
 
         lay = self.layout
+        missing = sorted(set(lay.namespaces()) - set(self.existing_namespaces()))
+        if missing:
+            raise SimulatorError(
+                f"cannot reboot the simulated host in {lay.dir}: namespace "
+                f"{', '.join(missing)} is missing (destroy the host and create it again)"
+            )
         specs = lay.pf_specs()
         ovs = PrivateOVS(lay.ovs_dir)
         has_ovs = os.path.exists(ovs.db_path)
@@ -480,16 +486,13 @@ class SimulatedHost:
         in, whatever the representor is called now) and make it again."""
         lay = self.layout
         pairs = [(p, vf) for p, pf in enumerate(specs) if pf.switchdev for vf in pf.vfs]
-        nsids = {}
+        nsids = set()
         with IPRoute() as ipr:
             for p, vf in pairs:
-                ns = lay.vf_netns(p, vf.index)
+                fd = os.open(os.path.join("/var/run/netns", lay.vf_netns(p, vf.index)),
+                             os.O_RDONLY)
                 try:
-                    fd = os.open(os.path.join("/var/run/netns", ns), os.O_RDONLY)
-                except FileNotFoundError:
-                    raise SimulatorError(f"namespace {ns} of VF {vf.address} is missing") from None
-                try:
-                    nsids[ipr.get_netnsid(fd=fd)["nsid"]] = ns
+                    nsids.add(ipr.get_netnsid(fd=fd)["nsid"])
                 finally:
                     os.close(fd)
             current = [

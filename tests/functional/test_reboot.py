@@ -40,7 +40,7 @@ from smartnic_vif.decisions import vif_builder
 from smartnic_vif.host import kernel
 from smartnic_vif.host.rtnl import IFF_PROMISC, IFF_UP
 from smartnic_vif.model.inventory import VirtualFunction
-from smartnic_vif.sim.host import SimulatedHost
+from smartnic_vif.sim.host import SimulatedHost, SimulatorError
 from tests.fixtures.plugin import PluginEnv
 
 pytestmark = pytest.mark.root
@@ -328,6 +328,25 @@ def test_sim_reboot_of_a_directory_without_a_host_is_a_usage_error(tmp_path: Any
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2, explain(proc)
     assert f"no simulated host in {tmp_path}" in proc.stderr, explain(proc)
+
+
+def test_sim_reboot_of_a_host_missing_a_namespace_changes_nothing(
+    sim_host: Callable[..., SimulatedHost],
+) -> None:
+    host = sim_host(pfs=1, vfs_per_pf=2)
+    vf = "0000:05:08.1"
+    with kernel.SimulatedKernel(host.dir).state(vf) as state:
+        state["mac"] = "fa:16:3e:00:00:01"
+    ns = host.vf_namespace("0000:05:08.0")
+    subprocess.run([IP, "netns", "del", ns], check=True)  # noqa: S603
+
+    with pytest.raises(SimulatorError) as excinfo:
+        host.reboot()
+
+    assert str(excinfo.value) == (
+        f"cannot reboot the simulated host in {host.dir}: namespace {ns} is missing "
+        "(destroy the host and create it again)")
+    assert host.kernel_state(vf)["mac"] == "fa:16:3e:00:00:01"
 
 
 # -- Nova's path: init_host plugs every VIF again -----------------------------------
