@@ -110,7 +110,8 @@ def cmd_sim_create(args: argparse.Namespace) -> int:
         )
     except SimulatorError as e:
         progress.done()
-        if "invalid" in str(e) or "must be" in str(e) or "already holds" in str(e):
+        if any(text in str(e) for text in ("invalid", "must be", "already holds", "not empty",
+                                           "not a directory")):
             raise UsageError(str(e)) from e
         raise
     progress.done()
@@ -137,4 +138,6 @@ def cmd_sim_destroy(args: argparse.Namespace) -> int:
     host.destroy()
     progress.done()
     print(f"simulated host in {args.dir} destroyed")
+    if kept := host.kept_entries():
+        print(f"  kept {host.dir}: it holds what sim create did not make ({', '.join(kept)})")
     return EXIT_OK if not host.existing_links() else EXIT_FAILED

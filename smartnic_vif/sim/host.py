@@ -15,6 +15,7 @@ halfway, from another process.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -23,6 +24,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -42,7 +44,11 @@ from smartnic_vif.sim.sysfs_tree import (
 
 MANIFEST = "sim.json"
 CONFIG = "smartnic-vif.conf"
+# What create makes in its directory (the manifest last: destroy removes it
+# only once the rest is gone). Destroy removes these and nothing else.
+MADE_ENTRIES = ("sys", SIM_STATE_DIR, "ovs", "forwarder", "state", "vhost", CONFIG, MANIFEST)
 IP = shutil.which("ip") or "/usr/sbin/ip"
+NSENTER = shutil.which("nsenter") or "/usr/bin/nsenter"
 
 
 class SimulatorError(RuntimeError):
@@ -53,12 +59,76 @@ def _mac(prefix: int, a: int, b: int, c: int) -> str:
     return f"02:{prefix:02x}:{a:02x}:{b:02x}:{c >> 8:02x}:{c & 0xFF:02x}"
 
 
+NETNS_DIRS = ("/run/netns", "/var/run/netns")
+
+
+def _netns_dir_propagation(pid: str) -> dict[str, str] | None:
+    """The propagation tags (``shared``, ``master``: peer group ids) of the
+    netns directory's mount as process ``pid`` sees it; None if it is not a
+    mount there or cannot be read."""
+    try:
+        with open(f"/proc/{pid}/mountinfo") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    found = None
+    for line in lines:
+        fields = line.split()
+        if len(fields) > 6 and fields[4] in NETNS_DIRS and "-" in fields:
+            tags = fields[6:fields.index("-")]
+            found = dict(t.split(":", 1) for t in tags if ":" in t)  # the topmost one wins
+    return found
+
+
+def _candidate_pids() -> Iterator[str]:
+    """Our ancestors first (the mount namespace we were started from is
+    usually our parent's), then every process."""
+    pid = os.getppid()
+    while pid > 0:
+        yield str(pid)
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                pid = int(f.read().rpartition(")")[2].split()[1])
+        except (OSError, ValueError, IndexError):
+            break
+    yield from (entry for entry in os.listdir("/proc") if entry.isdigit())
+
+
+def _netns_mount_namespace() -> list[str]:
+    """The argv prefix that runs a command in the mount namespace our netns
+    directory receives its mounts from, if ours is only a slave of it (as
+    under ``ip netns exec``); else nothing.
+
+    ``ip netns add`` pins a namespace with a bind mount on /run/netns/NAME.
+    Made in a slave mount namespace, that mount never reaches the master: the
+    namespace would be invisible to every later command and die with the last
+    process of ours. Made in the master's (the namespace that holds the
+    directory's peer group, shared and a slave of nothing), it propagates to
+    every mount namespace that follows it, ours included. Only the mount
+    namespace changes: links are still made in our network namespace.
+    """
+    tags = _netns_dir_propagation("self")
+    owner = None
+    seen: set[str] = set()
+    while tags and "master" in tags and tags["master"] not in seen:
+        group = tags["master"]
+        seen.add(group)
+        owner = next((pid for pid in _candidate_pids()
+                      if (_netns_dir_propagation(pid) or {}).get("shared") == group), None)
+        if owner is None:
+            return []  # no process shows the master: do as ip netns would
+        tags = _netns_dir_propagation(owner)
+    return [NSENTER, f"--mount=/proc/{owner}/ns/mnt", "--"] if owner else []
+
+
 def _ip_batch(commands: list[str], force: bool = False) -> None:
-    """Run ``ip -batch``; it stops at the first failing line unless ``force``."""
+    """Run ``ip -batch`` (where namespaces outlive us: see
+    :func:`_netns_mount_namespace`); it stops at the first failing line
+    unless ``force``."""
     if not commands:
         return
     proc = subprocess.run(  # noqa: S603 - fixed argv, batch text on stdin, no shell
-        [IP, *(["-force"] if force else []), "-batch", "-"],
+        [*_netns_mount_namespace(), IP, *(["-force"] if force else []), "-batch", "-"],
         input="\n".join(commands) + "\n",
         text=True,
         capture_output=True,
@@ -269,6 +339,16 @@ class SimulatedHost:
             )
         if os.path.exists(os.path.join(dir, MANIFEST)):
             raise SimulatorError(f"{dir} already holds a simulated host; destroy it first")
+        if os.path.lexists(dir) and not os.path.isdir(dir):
+            raise SimulatorError(f"{dir} is not a directory")
+        if os.path.isdir(dir) and (present := sorted(os.listdir(dir))):
+            # destroy removes only what create made, so create never mixes
+            # its files with somebody else's.
+            shown = ", ".join(present[:5]) + (", ..." if len(present) > 5 else "")
+            raise SimulatorError(
+                f"{dir} is not empty ({shown}) and holds no simulated host: "
+                "give sim create a new or empty directory"
+            )
         os.makedirs(dir, exist_ok=True)
         layout = SimLayout(
             dir=dir,
@@ -490,7 +570,8 @@ class SimulatedHost:
     # -- teardown -----------------------------------------------------------
     def destroy(self) -> None:
         """Stop this host's processes and remove its netdevs, namespaces and
-        directory. Safe after a partial create and safe to repeat."""
+        what create made in its directory (the directory too, if nothing
+        else is left in it). Safe after a partial create and safe to repeat."""
         lay = self.layout
         errors = []
         stop_pid(os.path.join(lay.forwarder_dir, "forwarder.pid"))
@@ -519,12 +600,42 @@ class SimulatedHost:
             if left:
                 errors.append(f"{e} (still present: {', '.join(left)})")
         if os.path.exists(os.path.join(lay.dir, MANIFEST)) and not left:
-            shutil.rmtree(lay.dir, ignore_errors=True)
+            errors += _remove_made(lay.dir)
         if errors:
             raise SimulatorError("; ".join(errors))
+
+    def kept_entries(self) -> list[str]:
+        """What is left in the directory after :meth:`destroy`: files that
+        create did not make (the directory then stays)."""
+        try:
+            return sorted(os.listdir(self.dir))
+        except OSError:
+            return []
 
     def __enter__(self) -> SimulatedHost:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.destroy()
+
+
+def _remove_made(dir: str) -> list[str]:
+    """Remove what create made in ``dir`` (the manifest last, and only if the
+    rest went), then ``dir`` itself if nothing else is in it. Errors, if any."""
+    errors: list[str] = []
+    for name in MADE_ENTRIES:
+        path = os.path.join(dir, name)
+        if name == MANIFEST and errors:
+            break  # keep it: destroy can be run again
+        try:
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path)
+            else:
+                os.remove(path)
+        except FileNotFoundError:
+            continue
+        except OSError as e:
+            errors.append(f"removing {path}: {e}")
+    with contextlib.suppress(OSError):
+        os.rmdir(dir)  # only if empty: whatever else is there is not ours
+    return errors
