@@ -427,7 +427,9 @@ def test_destroy_keeps_what_create_did_not_make() -> None:
         host = create_host(target, pfs=1, vfs_per_pf=1)
         with open(os.path.join(target, "notes.txt"), "w") as f:
             f.write("mine")
-        host.destroy()
+        destroyed = run(CLI, "sim", "destroy", "--dir", target)
+        assert destroyed.returncode == 0, explain(destroyed)
+        assert f"kept {target}" in destroyed.stdout and "notes.txt" in destroyed.stdout
         assert sorted(os.listdir(target)) == ["notes.txt"]
         with open(os.path.join(target, "notes.txt")) as f:
             assert f.read() == "mine"
