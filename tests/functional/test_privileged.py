@@ -201,13 +201,23 @@ def test_a_vf_under_vfio_keeps_its_mac_for_the_driver_that_comes_back(
     assert vf_netdev_mac(host, vf) == own_mac
 
 
-def test_bind_to_a_driver_the_host_lacks_fails(host: SimulatedHost) -> None:
+def test_bind_to_a_driver_the_host_lacks_fails_and_leaves_the_vf_as_it_was(
+    host: SimulatedHost,
+) -> None:
     root = host.dir
     vf = discover(root).pfs[1].vfs[0]
-    with pytest.raises(HostOperationError, match="no driver e1000e"):
+    before = discover(root).vf(vf.address)
+    with pytest.raises(HostOperationError, match="no driver e1000e.*previous driver nfp"):
         privileged.bind_driver(root, SIM, vf.address, "e1000e")
-    assert privileged.bind_driver(root, SIM, vf.address, "nfp") in ("nfp", None)
-    assert discover(root).vf(vf.address).driver == "nfp"
+    assert discover(root).vf(vf.address) == before  # driver nfp, its netdev there
+    # From vfio-pci: the failed bind leaves it on vfio-pci, still without a netdev.
+    privileged.bind_driver(root, SIM, vf.address, "vfio-pci")
+    on_vfio = discover(root).vf(vf.address)
+    with pytest.raises(HostOperationError, match="previous driver vfio-pci"):
+        privileged.bind_driver(root, SIM, vf.address, "nosuchdrv")
+    assert discover(root).vf(vf.address) == on_vfio
+    assert privileged.bind_driver(root, SIM, vf.address, "nfp") == "vfio-pci"
+    assert discover(root).vf(vf.address) == before
 
 
 # -- validation inside the daemon ----------------------------------------------------
