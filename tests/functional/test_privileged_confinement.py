@@ -36,10 +36,12 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 SIM = "simulated"
 
 
-def run_unprivileged(sysfs_root: str, backend: str, calls: list[Any]) -> list[Any]:
+def run_unprivileged(sysfs_root: str, backend: str, calls: list[Any],
+                     overrides: list[Any] | None = None) -> list[Any]:
     """The outcome of each call, made by uid nobody through a helper that
     root forked with ``sysfs_root`` and ``backend`` as its configuration."""
-    spec = json.dumps({"sysfs_root": sysfs_root, "kernel_backend": backend, "calls": calls})
+    spec = json.dumps({"sysfs_root": sysfs_root, "kernel_backend": backend, "calls": calls,
+                       "overrides": overrides or []})
     done = subprocess.run(  # noqa: S603
         [sys.executable, "-m", "tests.fixtures.unprivileged", spec],
         cwd=REPO, capture_output=True, text=True, timeout=120, check=False,
@@ -191,9 +193,6 @@ def test_hostile_names_and_symlinks_in_the_tree_are_refused(
             ["set_vf", [[netns_pf.pf_address, netns_pf.index, {"mac": "fa:16:3e:66:66:66"}],
                         [root, SIM, netns_pf.pf_address, netns_pf.index,
                          {"mac": "fa:16:3e:66:66:66"}]]],
-            # What the helper is for still works for this caller.
-            ["bind_driver", [[fine, "vfio-pci"], [root, SIM, fine, "vfio-pci"]]],
-            ["bind_driver", [[fine, "nfp"], [root, SIM, fine, "nfp"]]],
         ])
         # Everything outside the tree is as it was.
         assert tree(victim) == victim_before
@@ -205,13 +204,49 @@ def test_hostile_names_and_symlinks_in_the_tree_are_refused(
         os.symlink(os.path.relpath(os.path.join(root, "sys", "devices", "pci0000:00",
                                                 device_link), os.path.dirname(bus_entry)),
                    bus_entry)
-    for outcome in outcomes[:6]:
+    for outcome in outcomes:
         assert outcome[0] == "error" and outcome[1] != "TypeError", outcome
     assert "netdev" in outcomes[0][2] and "netdev" in outcomes[1][2]
     assert "netns" in outcomes[5][2]
     for outcome in outcomes[2:5]:
         assert "outside" in outcome[2], outcome
-    assert outcomes[6:] == [["ok", "nfp"], ["ok", "vfio-pci"]]
+    # What the helper is for still works for this caller, in the repaired tree.
+    assert run_unprivileged(root, SIM, [
+        ["bind_driver", [[fine, "vfio-pci"], [root, SIM, fine, "vfio-pci"]]],
+        ["bind_driver", [[fine, "nfp"], [root, SIM, fine, "nfp"]]],
+    ]) == [["ok", "nfp"], ["ok", "vfio-pci"]]
     # The refused VFs were left as they were: nothing half done.
     assert {a: discover(root).vf(a).driver for a in drivers} == drivers
     assert {a: host.kernel_state(a) for a in states} == states
+
+
+@pytest.mark.parametrize(("overrides", "field", "reason"), [
+    ([["os_vif_smartnic", "sysfs_root", "/etc"], ["os_vif_agilio_ovs", "sysfs_root", "/etc"]],
+     "[os_vif_smartnic] sysfs_root", "not a sysfs tree"),
+    ([["os_vif_smartnic", "sysfs_root", "/"]],
+     "[os_vif_smartnic] sysfs_root and [os_vif_agilio_ovs] sysfs_root", "differently"),
+    ([["os_vif_agilio_ovs", "kernel_backend", "linux"]],
+     "[os_vif_smartnic] kernel_backend and [os_vif_agilio_ovs] kernel_backend", "differently"),
+])
+def test_the_helper_refuses_a_configuration_it_cannot_trust(
+    host: SimulatedHost, overrides: list[Any], field: str, reason: str
+) -> None:
+    vf = discover(host.dir).pfs[0].vfs[0]
+    before = host.kernel_state(vf.address)
+    [outcome] = run_unprivileged(host.dir, SIM, [["bind_driver", [[vf.address, "vfio-pci"]]]],
+                                 overrides)
+    assert outcome[:2] == ["error", "PortableInvalidValue"], outcome
+    assert outcome[2].startswith(f"invalid {field} ") and reason in outcome[2], outcome
+    assert host.kernel_state(vf.address) == before
+
+
+def test_a_tree_others_may_write_is_refused(host: SimulatedHost) -> None:
+    vf = discover(host.dir).pfs[0].vfs[0]
+    os.chmod(host.dir, 0o777)
+    try:
+        [outcome] = run_unprivileged(host.dir, SIM, [["bind_driver", [[vf.address, "vfio-pci"]]]])
+    finally:
+        os.chmod(host.dir, 0o700)
+    assert outcome[:2] == ["error", "PortableInvalidValue"], outcome
+    assert "no one else may write" in outcome[2]
+    assert discover(host.dir).vf(vf.address).driver == "nfp"
