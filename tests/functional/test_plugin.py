@@ -205,7 +205,7 @@ def test_passthrough_plug_sets_everything_and_unplug_restores_the_snapshot(
 ) -> None:
     vf = env.vf(0, 3)
     # Give the VF settings unlike the plug's, so that restoring is visible.
-    privileged.set_vf(env.sim.dir, "simulated", vf.pf_address, vf.index, {"vlan": 7})
+    privileged.set_vf(vf.pf_address, vf.index, {"vlan": 7})
     try:
         before = env.snapshot()
         vif = passthrough_vif(vf, trusted=True, spoofchk=False)
@@ -223,7 +223,7 @@ def test_passthrough_plug_sets_everything_and_unplug_restores_the_snapshot(
         assert env.vf_settings(vf.address)["vlan"] == 7
         assert env.store().get(vif.port_profile.interface_id) is None
     finally:
-        privileged.set_vf(env.sim.dir, "simulated", vf.pf_address, vf.index, {"vlan": 0})
+        privileged.set_vf(vf.pf_address, vf.index, {"vlan": 0})
 
 
 def test_forwarder_plug_relays_the_vf_and_unplug_restores_the_snapshot(env: PluginEnv) -> None:
