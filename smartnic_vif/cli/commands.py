@@ -31,6 +31,13 @@ def register(sub: Any) -> None:
     d = simsub.add_parser("destroy", help="stop and remove the simulated host in DIR")
     d.add_argument("--dir", required=True)
     d.set_defaults(handler=cmd_sim_destroy)
+    r = simsub.add_parser(
+        "restart-forwarder",
+        help="restart the simulated virtio-forwarder in DIR (its relays are gone, "
+        "as after a real daemon restart)",
+    )
+    r.add_argument("--dir", required=True)
+    r.set_defaults(handler=cmd_sim_restart_forwarder)
 
     from smartnic_vif.cli import demo, ports
 
@@ -138,3 +145,19 @@ def cmd_sim_destroy(args: argparse.Namespace) -> int:
     progress.done()
     print(f"simulated host in {args.dir} destroyed")
     return EXIT_OK if not host.existing_links() else EXIT_FAILED
+
+
+def cmd_sim_restart_forwarder(args: argparse.Namespace) -> int:
+    from smartnic_vif.sim.host import SimulatedHost, SimulatorError
+
+    try:
+        host = SimulatedHost.load(args.dir)
+    except SimulatorError as e:
+        raise UsageError(str(e)) from e
+    progress = render.Progress()
+    progress.step(f"restarting the simulated virtio-forwarder of {args.dir}...")
+    host.restart_forwarder()
+    progress.done()
+    print(f"virtio-forwarder of {args.dir} restarted (pid "
+          f"{host.processes().get('virtio-forwarder-sim')}); it has no relays")
+    return EXIT_OK
