@@ -456,6 +456,10 @@ class SimulatedHost:
                     pidfile,
                     "--state-file",
                     os.path.join(lay.forwarder_dir, "relays.json"),
+                    # ADD_SOCK refuses a VF that is not in this host's sysfs
+                    # or not bound to a driver DPDK can use, as the daemon does.
+                    "--sysfs-root",
+                    lay.sysfs_root,
                 ],
                 stdout=log,
                 stderr=log,
@@ -472,6 +476,18 @@ class SimulatedHost:
                     f"{lay.forwarder_dir}/forwarder.log"
                 )
             time.sleep(0.02)
+
+    def restart_forwarder(self) -> None:
+        """Stop the simulated virtio-forwarder and start it again on the same
+        endpoints. Like the real daemon, the new process knows no relay: every
+        ADD_SOCK pair is gone until someone adds it again."""
+        pidfile = os.path.join(self.layout.forwarder_dir, "forwarder.pid")
+        stop_pid(pidfile)
+        # A process that had to be killed left its pidfile, which would make
+        # the new one look ready before it is.
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(pidfile)
+        self._start_forwarder()
 
     def _write_config(self) -> None:
         lay = self.layout
