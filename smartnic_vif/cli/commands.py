@@ -4,6 +4,7 @@ library, so that tests and the demo call the same code."""
 from __future__ import annotations
 
 import argparse
+import os
 from typing import Any
 
 from smartnic_vif.cli import render
@@ -31,9 +32,16 @@ def register(sub: Any) -> None:
     d = simsub.add_parser("destroy", help="stop and remove the simulated host in DIR")
     d.add_argument("--dir", required=True)
     d.set_defaults(handler=cmd_sim_destroy)
-    r = simsub.add_parser("reboot", help="do to the simulated host in DIR what a reboot does")
+    r = simsub.add_parser(
+        "restart-forwarder",
+        help="restart the simulated virtio-forwarder in DIR (its relays are gone, "
+        "as after a real daemon restart)",
+    )
     r.add_argument("--dir", required=True)
-    r.set_defaults(handler=cmd_sim_reboot)
+    r.set_defaults(handler=cmd_sim_restart_forwarder)
+    b = simsub.add_parser("reboot", help="do to the simulated host in DIR what a reboot does")
+    b.add_argument("--dir", required=True)
+    b.set_defaults(handler=cmd_sim_reboot)
 
     from smartnic_vif.cli import demo, ports
 
@@ -65,13 +73,33 @@ def inventory_rows(inventory: Any, claims: dict[str, str]) -> list[dict[str, Any
 
 
 def _claims(group: Any) -> dict[str, str]:
-    import os
-
     from smartnic_vif.host.state import StateStore
 
     if not os.path.exists(os.path.join(group.state_path, "state.db")):
         return {}
     return StateStore(group.state_path).claims()
+
+
+def forwarder_relays(group: Any) -> dict[str, Any]:
+    """The relay limit of virtio-forwarder and its use, from its stats: the
+    daemon lists every slot, so the slots are the limit and only those with a
+    socket or a VF count as used. ``error`` says why they are unknown."""
+    from smartnic_vif.host.forwarder.client import ForwarderClient
+    from smartnic_vif.model.errors import SmartNICError
+
+    stats = group.forwarder_stats_endpoint
+    if stats.startswith("ipc://") and not os.path.exists(stats.removeprefix("ipc://")):
+        # Nothing listens there: say so without waiting for the timeout.
+        return {"relays_total": None, "relays_in_use": None,
+                "error": f"virtio-forwarder is not running (no {stats})"}
+    try:
+        with ForwarderClient(group.forwarder_port_control_endpoint,
+                             group.forwarder_stats_endpoint,
+                             min(group.forwarder_timeout, 2.0)) as fwd:
+            usage = fwd.relay_usage()
+    except SmartNICError as e:
+        return {"relays_total": None, "relays_in_use": None, "error": str(e)}
+    return {"relays_total": usage.total, "relays_in_use": usage.used, "error": None}
 
 
 def cmd_inventory(args: argparse.Namespace) -> int:
@@ -81,9 +109,11 @@ def cmd_inventory(args: argparse.Namespace) -> int:
     inventory = discover(group.sysfs_root)
     claims = _claims(group)
     rows = inventory_rows(inventory, claims)
+    relays = forwarder_relays(group)
     if args.json:
         render.emit_json({"sysfs_root": inventory.sysfs_root,
-                          "pfs": inventory.to_dict()["pfs"], "vfs": rows})
+                          "pfs": inventory.to_dict()["pfs"], "vfs": rows,
+                          "forwarder": relays})
         return EXIT_OK
     pf_rows = [
         (pf.address, pf.netdev, pf.driver, "switchdev" if pf.switchdev else "legacy",
@@ -97,6 +127,12 @@ def cmd_inventory(args: argparse.Namespace) -> int:
         [(r["vf"], r["pf"], r["vf_index"], r["driver"], r["netdev"], r["representor"],
           r["port_name"], r["numa_node"], r["claimed_by"]) for r in rows],
     )
+    print()
+    if relays["error"] is None:
+        print(f"virtio-forwarder relays: {relays['relays_in_use']} of "
+              f"{relays['relays_total']} in use")
+    else:
+        print(f"virtio-forwarder relays: unknown ({relays['error']})")
     return EXIT_OK
 
 
@@ -113,7 +149,8 @@ def cmd_sim_create(args: argparse.Namespace) -> int:
         )
     except SimulatorError as e:
         progress.done()
-        if "invalid" in str(e) or "must be" in str(e) or "already holds" in str(e):
+        if any(text in str(e) for text in ("invalid", "must be", "already holds", "not empty",
+                                           "not a directory")):
             raise UsageError(str(e)) from e
         raise
     progress.done()
@@ -140,7 +177,25 @@ def cmd_sim_destroy(args: argparse.Namespace) -> int:
     host.destroy()
     progress.done()
     print(f"simulated host in {args.dir} destroyed")
+    if kept := host.kept_entries():
+        print(f"  kept {host.dir}: it holds what sim create did not make ({', '.join(kept)})")
     return EXIT_OK if not host.existing_links() else EXIT_FAILED
+
+
+def cmd_sim_restart_forwarder(args: argparse.Namespace) -> int:
+    from smartnic_vif.sim.host import SimulatedHost, SimulatorError
+
+    try:
+        host = SimulatedHost.load(args.dir)
+    except SimulatorError as e:
+        raise UsageError(str(e)) from e
+    progress = render.Progress()
+    progress.step(f"restarting the simulated virtio-forwarder of {args.dir}...")
+    host.restart_forwarder()
+    progress.done()
+    print(f"virtio-forwarder of {args.dir} restarted (pid "
+          f"{host.processes().get('virtio-forwarder-sim')}); it has no relays")
+    return EXIT_OK
 
 
 def cmd_sim_reboot(args: argparse.Namespace) -> int:

@@ -194,10 +194,13 @@ def _run(host: Any, extra_links: list[str]) -> bool:
     _check(len(port_rows) == 3, "three OVS ports, one per mode")
 
     _say("virtio-forwarder relays (stats endpoint of the forwarder simulator)")
-    relays = plugin.host.forwarder.stats()
-    for r in relays:
-        print(f"  relay {r.relay_id}: VF {r.pci} <-> {r.vhost_path}")
-    _check(len(relays) == 1, "one relay, for the virtio-forwarder port")
+    # The daemon lists every relay slot; count the ones in use.
+    usage = plugin.host.forwarder.relay_usage()
+    for r in usage.relays:
+        # The daemon names the socket only once the VM has connected to it.
+        print(f"  relay {r.relay_id}: VF {r.pci} <-> {r.vhost_path or '(no VM connected)'}")
+    print(f"  {usage.used} of the daemon's {usage.total} relay slots in use")
+    _check(usage.used == 1, "one relay, for the virtio-forwarder port")
 
     _say("libvirt interface XML")
     for port, vif, _vf, _before, _ns in attached:
@@ -229,7 +232,7 @@ def _run(host: Any, extra_links: list[str]) -> bool:
                    f"VF {vf.address} settings restored (MAC {after['mac']})")
     _check(not any(ovsdb.find_ports_by_iface_id(p["id"]) for p, *_ in attached),
            "no OVS port left for the demo's ports")
-    _check(plugin.host.forwarder.stats() == [], "no virtio-forwarder relay left")
+    _check(plugin.host.forwarder.relays_in_use() == [], "no virtio-forwarder relay left")
     _check(plugin.store.all() == [], "no claim left in the state store")
     now = discover(group.sysfs_root)
     _check([r["representor"] for r in inventory_rows(now, {})] == [r["representor"] for r in rows]

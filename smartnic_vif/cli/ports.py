@@ -400,8 +400,12 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     try:
         with ForwarderClient(group.forwarder_port_control_endpoint, group.forwarder_stats_endpoint,
                              min(group.forwarder_timeout, 2.0)) as fwd:
-            relays = fwd.stats()
-        check("forwarder", True, f"virtio-forwarder answers, {len(relays)} relays", "")
+            usage = fwd.relay_usage()
+        # The daemon lists every relay slot: count those in use, out of all.
+        check("forwarder", True,
+              f"virtio-forwarder answers, {usage.used}/{usage.total} relays in use"
+              + (" (full: no more virtio-forwarder ports)" if usage.used >= usage.total else ""),
+              "")
     except Exception as e:
         check("forwarder", False, str(e),
               "start virtio-forwarder with dynamic sockets, or fix forwarder_*_endpoint "

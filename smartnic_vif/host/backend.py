@@ -79,6 +79,7 @@ class Host:
         self._ovsdb: OvsdbClient | None = None
         self._forwarder: ForwarderClient | None = None
         self._bridges: set[str] = set()
+        self._helper_checked = False
 
     # -- clients, made on first use ----------------------------------------
     @property
@@ -217,6 +218,8 @@ class Host:
         unless ``keep_going``."""
         # An operation that changes nothing costs no round trip.
         work = [op for op in ops if not _changes_nothing(op)]
+        if any(op.name in ("set_vf", "bind_driver") for op in work):
+            self._check_helper()
         outcomes = iter(privileged.apply([self._privileged_change(op) for op in work], keep_going)
                         if work else [])
         results: list[Exception | None] = []
@@ -241,6 +244,25 @@ class Host:
                     break
         return results
 
+    def _check_helper(self) -> None:
+        """Once: the privileged helper changes VFs in the tree its own
+        configuration names; refuse to go on if that is not the one this
+        process reads (a different config file, or the option set in
+        another group)."""
+        if self._helper_checked:
+            return
+        backend, root = privileged.helper_configuration()
+        mine = (self.kernel_backend, os.path.realpath(self.sysfs_root))
+        if (backend, root) != mine:
+            raise HostOperationError(
+                f"the privileged helper changes VFs with kernel_backend {backend} under "
+                f"sysfs_root {root} (its own configuration), but this process reads "
+                f"kernel_backend {mine[0]} under {mine[1]}: set sysfs_root and kernel_backend "
+                "the same in the configuration both read ([os_vif_smartnic] or "
+                "[os_vif_agilio_ovs])"
+            )
+        self._helper_checked = True
+
     def _change_one(self, name: str, **args: Any) -> None:
         [error] = self.call_group([Operation(name, args)])
         if error is not None:
@@ -249,8 +271,9 @@ class Host:
     def _privileged_change(self, op: Operation) -> list[Any]:
         """The privileged helper's change for an operation."""
         if op.name in ("set_vf", "bind_driver"):
-            return [op.name, {"sysfs_root": self.sysfs_root, "backend": self.kernel_backend,
-                              **op.args}]
+            # The helper acts on the tree of its own configuration (checked
+            # against ours once, :meth:`_check_helper`).
+            return [op.name, dict(op.args)]
         if op.name == "configure_link":
             # Finding only the new name means the rename was done already.
             return ["set_link", {**op.args, "or_name": op.args.get("new_name")}]

@@ -15,6 +15,13 @@ Reading needs no privilege (``ip link show`` lists a PF's VFs for any user), so
 :meth:`get_vf` runs in the caller; every change (:meth:`set_vf`,
 :meth:`bind_driver`) is called only from :mod:`smartnic_vif.host.privileged`
 after validation.
+
+The changes trust nothing they read from the tree either: every name read
+there and joined into a path (a VF's address from a ``virtfnN`` link, a
+driver's name, the simulated VF's netdev and namespace) is validated first,
+and every path written, moved or unlinked must resolve inside the root
+(:func:`confined`), so a symlink that leads out of the tree is refused. All
+of it is checked before the first change.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ import errno
 import fcntl
 import json
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -33,7 +41,8 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from smartnic_vif.host import netdev, rtnl
-from smartnic_vif.model.errors import HostOperationError, NotFound
+from smartnic_vif.model import types
+from smartnic_vif.model.errors import HostOperationError, InvalidValue, NotFound
 
 # IFLA_VF_LINK_STATE values.
 _LINK_STATES = {0: "auto", 1: "enable", 2: "disable"}
@@ -41,6 +50,8 @@ _LINK_STATE_VALUES = {v: k for k, v in _LINK_STATES.items()}
 VF_SETTING_KEYS = ("mac", "vlan", "qos", "trust", "spoofchk", "link_state")
 SIM_STATE_DIR = "smartnic-sim"
 T = TypeVar("T")
+# A network namespace's name: a file name under /var/run/netns.
+_NETNS_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 
 
 class Kernel(Protocol):
@@ -58,12 +69,35 @@ def _pci_dir(root: str, address: str) -> str:
     return path
 
 
+def confined(root: str, path: str) -> str:
+    """``path``, if it and its directory resolve inside ``root`` (symlinks
+    followed); a path that leads out of the tree is refused."""
+    top = os.path.realpath(root)
+    inside = top.rstrip("/") + "/"
+    for p in (os.path.dirname(path), path) if os.path.lexists(path) else (
+            os.path.dirname(path),):
+        real = os.path.realpath(p)
+        if real != top and not real.startswith(inside):
+            raise HostOperationError(
+                f"refusing to change {path}: it leads to {real}, outside {root}"
+            )
+    return path
+
+
+def netns_name(value: object, field: str) -> str:
+    if not isinstance(value, str) or value in (".", "..") or not _NETNS_RE.fullmatch(value):
+        raise InvalidValue(field, value, "expected a network namespace name (a file name "
+                           "under /var/run/netns: letters, digits and _-.)")
+    return value
+
+
 def vf_address(root: str, pf_address: str, vf_index: int) -> str:
     link = os.path.join(_pci_dir(root, pf_address), f"virtfn{vf_index}")
     try:
-        return os.path.basename(os.readlink(link))
+        target = os.readlink(link)
     except OSError:
         raise NotFound(f"PF {pf_address} has no VF {vf_index} ({link} missing)") from None
+    return types.pci_address(os.path.basename(target), f"target of {link}")
 
 
 def current_driver(root: str, address: str) -> str | None:
@@ -177,28 +211,61 @@ class LinuxKernel:
 
     def bind_driver(self, address: str, driver: str | None) -> str | None:
         """Bind ``address`` to ``driver`` (None: leave unbound); returns the
-        driver it had."""
-        dev = _pci_dir(self.root, address)
+        driver it had. If ``driver`` does not take the VF, the previous
+        driver is bound again (and the error says whether that worked)."""
+        dev = confined(self.root, _pci_dir(self.root, address))
         old = current_driver(self.root, address)
         if old == driver:
             return old
-        drivers = os.path.join(self.root, "sys", "bus", "pci", "drivers")
         if old is not None:
-            _write(os.path.join(drivers, old, "unbind"), address)
+            types.driver_name(old, f"driver of {address} (its driver link)")
+            unbind = confined(self.root, os.path.join(
+                self.root, "sys", "bus", "pci", "drivers", old, "unbind"))
+        if driver is not None:
+            # Every path the bind and a rebind write, checked before the unbind.
+            self._probe_paths(dev)
+        if old is not None:
+            _write(unbind, address)
         if driver is None:
             return old
-        _write(os.path.join(dev, "driver_override"), driver)
+        now, why = self._probe(dev, address, driver)
+        if now == driver:
+            return old
+        cause = f"binding {address} to {driver} failed: {why or 'it is bound to no driver'}"
+        if old is None:
+            raise HostOperationError(f"{cause}; it had no driver before")
+        if now is not None:
+            raise HostOperationError(f"{cause}; its previous driver {old} was not bound again")
+        back, why_not = self._probe(dev, address, old)
+        if back != old:
+            raise HostOperationError(
+                f"{cause}; binding its previous driver {old} again failed too "
+                f"({why_not or 'it is bound to ' + (back or 'no driver')})"
+            )
+        raise HostOperationError(f"{cause}; it is back on its previous driver {old}")
+
+    def _probe_paths(self, dev: str) -> tuple[str, str]:
+        return (confined(self.root, os.path.join(dev, "driver_override")),
+                confined(self.root, os.path.join(self.root, "sys", "bus", "pci", "drivers_probe")))
+
+    def _probe(self, dev: str, address: str, driver: str) -> tuple[str | None, str | None]:
+        """Have ``driver`` probe the unbound device: ``driver_override``
+        then ``drivers_probe``, the way the kernel binds a driver whose id
+        table need not list the device (vfio-pci); the override is cleared
+        afterwards. Returns the driver the device has now, and why a
+        write failed (None: none did)."""
+        override, probe = self._probe_paths(dev)
+        why = None
         try:
-            _write(os.path.join(self.root, "sys", "bus", "pci", "drivers_probe"), address)
+            _write(override, driver)
+            _write(probe, address)
+        except HostOperationError as e:
+            why = str(e)
         finally:
             # An empty line clears the override so a later probe is not pinned.
-            _write(os.path.join(dev, "driver_override"), "\n")
-        now = current_driver(self.root, address)
-        if now != driver:
-            raise HostOperationError(
-                f"binding {address} to {driver} failed: it is bound to {now or 'no driver'}"
-            )
-        return old
+            with contextlib.suppress(HostOperationError):
+                _write(override, "\n")
+        return current_driver(self.root, address), why
 
 
 def _write(path: str, value: str) -> None:
@@ -214,7 +281,7 @@ class SimulatedKernel:
 
     def __init__(self, root: str) -> None:
         self.root = root
-        self.state_dir = os.path.join(root, SIM_STATE_DIR, "vfs")
+        self.state_dir = confined(root, os.path.join(root, SIM_STATE_DIR, "vfs"))
         if not os.path.isdir(self.state_dir):
             raise NotFound(
                 f"{root} is not a simulated SmartNIC host ({self.state_dir} missing); "
@@ -253,11 +320,15 @@ class SimulatedKernel:
     def _locked(self, address: str, writable: bool) -> Iterator[tuple[int, bytes]]:
         """The state file's descriptor and contents, under an exclusive lock
         (``writable``) or a shared one; closing the file releases it."""
+        path = confined(self.root, self._path(address))
         try:
-            fd = os.open(self._path(address), (os.O_RDWR if writable else os.O_RDONLY)
-                         | os.O_CLOEXEC)
+            # O_NOFOLLOW: the file checked is the file opened.
+            fd = os.open(path, (os.O_RDWR if writable else os.O_RDONLY)
+                         | os.O_CLOEXEC | os.O_NOFOLLOW)
         except FileNotFoundError:
             raise NotFound(f"simulated host has no VF {address}") from None
+        except OSError as e:
+            raise HostOperationError(f"cannot open {path}: {e.strerror}") from e
         try:
             fcntl.flock(fd, fcntl.LOCK_EX if writable else fcntl.LOCK_SH)
             yield fd, os.pread(fd, os.fstat(fd).st_size, 0)
@@ -290,34 +361,57 @@ class SimulatedKernel:
         would."""
         if not state.get("netdev") or not state.get("netns"):
             return
+        name, ns = self._netdev_names(state)
         mac = state.get("mac")
         if not mac or mac == "00:00:00:00:00:00":
             mac = state.get("netdev_mac")
         if mac:
             with contextlib.suppress(NotFound):
-                netdev.set_link(state["netdev"], netns=state["netns"], mac=mac)
+                netdev.set_link(name, netns=ns, mac=types.mac_address(mac, "netdev_mac"))
+
+    def _netdev_names(self, state: dict[str, Any]) -> tuple[str, str | None]:
+        """The VF netdev's name and namespace as the state file gives them,
+        validated: they are joined into paths."""
+        where = f"in {self.state_dir}"
+        name = types.ifname(state.get("netdev"), f"netdev {where}")
+        ns = state.get("netns")
+        return name, netns_name(ns, f"netns {where}") if ns is not None else None
 
     def bind_driver(self, address: str, driver: str | None) -> str | None:
-        dev = _pci_dir(self.root, address)
+        """Rewrite the VF's ``driver`` link. A driver the tree lacks fails
+        after the unbind, as on a real host, and the previous driver's link
+        is put back."""
+        dev = confined(self.root, _pci_dir(self.root, address))
         with self.state(address) as state:
             old = current_driver(self.root, address)
             if old == driver:
                 return old
-            link = os.path.join(dev, "driver")
+            link = confined(self.root, os.path.join(dev, "driver"))
+            if old is not None:
+                types.driver_name(old, f"driver of {address} (its driver link)")
+            drivers = os.path.join(self.root, "sys", "bus", "pci", "drivers")
+            targets = {d: confined(self.root, os.path.join(drivers, d))
+                       for d in (old, driver) if d is not None}
+            # Everything the change touches is checked before the first change.
+            moves = self._netdev_paths(dev, address, state)
+            present = driver in state.get("net_drivers", [])
             if os.path.islink(link):
                 os.unlink(link)
             if driver is not None:
-                target_dir = os.path.join(self.root, "sys", "bus", "pci", "drivers", driver)
-                if not os.path.isdir(target_dir):
+                if not os.path.isdir(targets[driver]):
+                    if old is not None:
+                        os.symlink(os.path.relpath(targets[old], dev), link)
                     raise HostOperationError(
-                        f"binding {address} to {driver} failed: no driver {driver} "
-                        f"under {os.path.dirname(target_dir)}"
+                        f"binding {address} to {driver} failed: no driver {driver} under "
+                        f"{drivers}; "
+                        + (f"it is back on its previous driver {old}" if old is not None
+                           else "it had no driver before")
                     )
-                os.symlink(os.path.relpath(target_dir, dev), link)
+                os.symlink(os.path.relpath(targets[driver], dev), link)
             # A VF bound to a network driver has a netdev; vfio-pci (or no
             # driver) takes it away. Park the netdev's sysfs entry meanwhile.
-            present = driver in state.get("net_drivers", [])
-            self._move_netdev(dev, address, state, present=present)
+            if moves is not None:
+                self._move_netdev(*moves, present=present)
             if present:
                 # The network driver probes the VF and reads the MAC the PF
                 # set for it (settings changed while vfio-pci held it).
@@ -326,13 +420,20 @@ class SimulatedKernel:
             state["last_bind"] = time.time()
             return old
 
-    def _move_netdev(self, dev: str, address: str, state: dict[str, Any], present: bool) -> None:
-        name = state.get("netdev")
-        if not name:
-            return
-        live = os.path.join(dev, "net", name)
-        parked = os.path.join(self.state_dir, address + ".net")
-        class_link = os.path.join(self.root, "sys", "class", "net", name)
+    def _netdev_paths(self, dev: str, address: str,
+                      state: dict[str, Any]) -> tuple[str, str, str] | None:
+        """Where the VF's netdev lives while a network driver holds the VF,
+        where it is parked meanwhile, and its ``class/net`` link; None if the
+        VF has no netdev."""
+        if not state.get("netdev"):
+            return None
+        name, _ = self._netdev_names(state)
+        return (confined(self.root, os.path.join(dev, "net", name)),
+                confined(self.root, os.path.join(self.state_dir, address + ".net")),
+                confined(self.root, os.path.join(self.root, "sys", "class", "net", name)))
+
+    @staticmethod
+    def _move_netdev(live: str, parked: str, class_link: str, present: bool) -> None:
         if present and os.path.isdir(parked) and not os.path.exists(live):
             os.makedirs(os.path.dirname(live), exist_ok=True)
             os.replace(parked, live)

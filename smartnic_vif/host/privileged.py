@@ -9,18 +9,27 @@ trusted. No function here runs a shell or any other program.
 
 The context holds CAP_NET_ADMIN (netlink changes) and CAP_SYS_ADMIN (network
 namespaces of the simulated host, sysfs writes); nothing else.
+
+Which tree the VF changes act on, and how (``sysfs_root``,
+``kernel_backend``), is this helper's own configuration, never a caller's
+argument: :func:`configuration` reads it once, on first use, from the
+oslo.config options the helper runs with (see its docstring).
 """
 
 from __future__ import annotations
 
 import functools
 import os
+import stat
+import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from oslo_config import cfg
 from oslo_privsep import capabilities as caps
 from oslo_privsep import priv_context
 
+from smartnic_vif import conf
 from smartnic_vif.host import kernel, netdev
 from smartnic_vif.model import types
 from smartnic_vif.model.errors import HostOperationError, InvalidValue, NotFound
@@ -62,23 +71,73 @@ def stop() -> None:
             ctx.stop()
 
 
-def _root(value: object) -> str:
-    if (
-        not isinstance(value, str)
-        or "\0" in value
-        or not os.path.isabs(value)
-        or os.path.normpath(value) != value.rstrip("/") and value != "/"
-    ):
-        raise InvalidValue("sysfs_root", value, "expected a normalised absolute path")
-    if not os.path.isdir(os.path.join(value, "sys", "bus", "pci", "devices")):
-        raise InvalidValue("sysfs_root", value, "not a sysfs tree (no sys/bus/pci/devices)")
-    return value
+_CONFIG_LOCK = threading.Lock()
+_config: tuple[str, str] | None = None
+# Where the helper's options are read: the plugin's groups, under either of
+# its names (os-vif registers the one Nova uses; the CLI reads the first).
+CONFIG_GROUPS = (conf.GROUP, conf.AGILIO_GROUP)
 
 
-def _backend(value: object) -> str:
-    if value not in ("linux", "simulated"):
-        raise InvalidValue("kernel_backend", value, "expected linux or simulated")
-    return str(value)
+def _configured(options: cfg.ConfigOpts, name: str) -> tuple[str, Any]:
+    """(where, value) of option ``name`` in :data:`CONFIG_GROUPS`: the group
+    that sets it, or the default if none does. Two groups that set it to
+    different values are refused."""
+    found: dict[str, Any] = {}
+    for group in CONFIG_GROUPS:
+        try:
+            conf.register(options, group)
+        except cfg.DuplicateOptError:
+            pass
+        location = options.get_location(name, group)
+        if location is not None and location.location is not cfg.Locations.opt_default:
+            found[f"[{group}] {name}"] = options[group][name]
+    if len(set(found.values())) > 1:
+        raise InvalidValue(
+            " and ".join(found), " vs ".join(map(str, found.values())),
+            "the privileged helper's configuration sets them differently; set one, "
+            "or both the same",
+        )
+    if found:
+        return next(iter(found.items()))
+    return f"{name} (default)", options[conf.GROUP][name]
+
+
+def _validated_configuration(options: cfg.ConfigOpts) -> tuple[str, str]:
+    where, backend = _configured(options, "kernel_backend")
+    if backend not in ("linux", "simulated"):
+        raise InvalidValue(where, backend, "expected linux or simulated")
+    where, root = _configured(options, "sysfs_root")
+    if not isinstance(root, str) or "\0" in root or not os.path.isabs(root):
+        raise InvalidValue(where, root, "expected an absolute path")
+    real = os.path.realpath(root)
+    if not os.path.isdir(os.path.join(real, "sys", "bus", "pci", "devices")):
+        raise InvalidValue(where, root, "not a sysfs tree (no sys/bus/pci/devices)")
+    st = os.stat(real)
+    if st.st_uid not in (0, os.geteuid()) or st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise InvalidValue(where, root, "the privileged helper only changes a tree that "
+                           "root owns and no one else may write")
+    return backend, real
+
+
+def configuration() -> tuple[str, str]:
+    """``(kernel_backend, sysfs_root)`` of this helper, from its own
+    configuration, read and validated on first use (then kept).
+
+    That is oslo.config's global ``CONF``: a helper forked by
+    :func:`start` has a copy of its parent's (parsed, with the CLI's
+    overrides, when the fork happens); one that Nova starts through
+    ``privsep-helper`` parses the same ``--config-file`` arguments Nova was
+    started with. Each option is read from ``[os_vif_smartnic]`` or
+    ``[os_vif_agilio_ovs]``, whichever sets it (both, only if the same)."""
+    global _config
+    with _CONFIG_LOCK:
+        if _config is None:
+            _config = _validated_configuration(cfg.CONF)
+        return _config
+
+
+def _kernel() -> kernel.Kernel:
+    return kernel.kernel_for(*configuration())
 
 
 def _vf_settings(settings: object) -> dict[str, Any]:
@@ -176,22 +235,27 @@ def set_link(
 
 @context.entrypoint
 @_portable_errors
-def set_vf(
-    sysfs_root: str, backend: str, pf_address: str, vf_index: int, settings: dict[str, Any]
-) -> None:
-    kernel.kernel_for(_backend(backend), _root(sysfs_root)).set_vf(
-        types.pci_address(pf_address, "pf_address"),
-        types.vf_index(vf_index),
-        _vf_settings(settings),
-    )
+def set_vf(pf_address: str, vf_index: int, settings: dict[str, Any]) -> None:
+    pf = types.pci_address(pf_address, "pf_address")
+    index = types.vf_index(vf_index)
+    clean = _vf_settings(settings)
+    _kernel().set_vf(pf, index, clean)
 
 
 @context.entrypoint
 @_portable_errors
-def bind_driver(sysfs_root: str, backend: str, address: str, driver: str | None) -> str | None:
-    return kernel.kernel_for(_backend(backend), _root(sysfs_root)).bind_driver(
-        types.pci_address(address), types.driver_name(driver) if driver is not None else None
-    )
+def bind_driver(address: str, driver: str | None) -> str | None:
+    pci = types.pci_address(address)
+    name = types.driver_name(driver) if driver is not None else None
+    return _kernel().bind_driver(pci, name)
+
+
+@context.entrypoint
+@_portable_errors
+def helper_configuration() -> list[str]:
+    """What :func:`configuration` gives inside the helper: the tree and the
+    backend its VF changes use (callers check theirs agree)."""
+    return list(configuration())
 
 
 # Every change a batch may name: the entrypoints above. Called inside the

@@ -31,11 +31,12 @@ from os_vif import objects, plugin
 
 from smartnic_vif import conf
 from smartnic_vif.decisions import plug as decide
+from smartnic_vif.decisions import relays
 from smartnic_vif.decisions.plan import Plan
 from smartnic_vif.host import executor
 from smartnic_vif.host.backend import Host
 from smartnic_vif.host.state import StateStore, VfAlreadyClaimed
-from smartnic_vif.model.errors import PlanStepFailed, SmartNICError
+from smartnic_vif.model.errors import HostOperationError, PlanStepFailed, SmartNICError
 from smartnic_vif.osvif import stock
 from smartnic_vif.osvif.objects import VIFPortProfileForwarder, VIFPortProfilePassthrough
 
@@ -135,10 +136,25 @@ class SmartNICPlugin(plugin.PluginBase):
         """The plug plan for ``port`` as things stand (for --dry-run)."""
         assert port.vf_address is not None
         inventory = self.host.inventory()
+        if port.mode == decide.FORWARDER:
+            self._check_relay_room(port)
         rep = inventory.representor_of(port.vf_address)
         return decide.plan_plug(
             port, inventory, self.host.snapshot(port.vf_address, rep.name), self.options
         )
+
+    def _check_relay_room(self, port: decide.PortRequest) -> None:
+        """Refuse a forwarder port the daemon has no relay slot for, before
+        anything changes. A daemon that does not answer its stats is left to
+        answer ADD_SOCK (which refuses a full daemon too, after the undo)."""
+        assert port.vf_address is not None
+        try:
+            usage = self.host.forwarder.relay_usage()
+        except HostOperationError as e:
+            LOG.warning("port %s: relay limit not checked: %s", port.port_id, e)
+            return
+        relays.check_relay_room(port.port_id, port.vf_address, usage.used, usage.total,
+                                [str(r.pci) for r in usage.relays if r.pci is not None])
 
     def plug_port(self, port: decide.PortRequest) -> None:
         assert port.vf_address is not None

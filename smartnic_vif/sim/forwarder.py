@@ -1,17 +1,28 @@
 """A virtio-forwarder simulator for the simulated SmartNIC host.
 
 It answers the daemon's port control and stats protocols (protobuf over ZeroMQ,
-``virtio_forwarder.proto``) with the daemon's request validation and relay
-bookkeeping, but relays no packets: a relay is a record pairing a VF (or a bond
-of VFs) with a vhost-user socket path and a relay number. That is all the
-control plane of smartnic-vif can observe, so the client, the os-vif plugin and
-the demo run unchanged against it.
+``virtio_forwarder.proto``) exactly as the daemon does (the table "Exact
+replies" and the section "Stats" of the protocol notes), but relays no
+packets: a relay is a record pairing a VF (or a bond of VFs) with a vhost-user
+socket path and a relay number. That is all the control plane of smartnic-vif
+can observe, so the client, the os-vif plugin and the demo run unchanged
+against it.
 
-Run it in-process (``with ForwarderSimulator(pc, stats) as sim: ...``) or as a
-process::
+What it checks where the daemon asks DPDK: a VF can be attached (ADD_SOCK)
+only if its PCI address exists under ``<sysfs_root>/sys/bus/pci/devices`` and
+it is bound to a driver DPDK can probe it through (:data:`DPDK_DRIVERS`: the
+userspace I/O drivers, or a bifurcated driver such as ``mlx5_core``);
+otherwise ADD_SOCK answers ERROR 3 from ``virtio_add_sock_dev_pair()``, as the
+daemon does when DPDK cannot probe the device.
+
+Like the daemon it keeps relays only in memory: a new process starts with
+none (the state file is written, never read).
+
+Run it in-process (``with ForwarderSimulator(pc, stats, sysfs_root=R) as
+sim: ...``) or as a process::
 
     python -m smartnic_vif.sim.forwarder --port-control ipc:///run/vf/pc \\
-        --stats ipc:///run/vf/stats --pidfile F --state-file F
+        --stats ipc:///run/vf/stats --sysfs-root R --pidfile F --state-file F
 
 The process writes its relay table as JSON to ``--state-file`` after every
 change, writes ``--pidfile`` once it is listening (so its presence means
@@ -62,7 +73,9 @@ OP_QUERY_PCI = pb.PortControlRequest.QUERY_PCI
 # Pseudo-operation naming the stats endpoint in fail_next().
 STATS = "STATS"
 
-DEFAULT_MAX_RELAYS = 64
+# The daemon has MAX_RELAYS relay slots, DPDK's RTE_MAX_ETHPORTS: 32 in
+# Debian's DPDK build.
+DEFAULT_MAX_RELAYS = 32
 # The daemon checks virtio_id against a 7-bit range whatever its relay count.
 _MAX_VIRTIO_ID = 0x7F
 # How often the server loop looks at the stop flag while idle.
@@ -70,12 +83,10 @@ _POLL_MS = 20
 # Cap on StatsRequest.delay, so a test cannot stall the simulator for long.
 _MAX_STATS_DELAY_MS = 1000
 
-# error_code_source values, named after the daemon functions that fail.
-SOURCE_PARSE = "handle_PortControlRequest()"
-SOURCE_VALIDATE = "validate_PortControlRequest()"
+# error_code_source values: the daemon functions whose result is the code.
 SOURCE_ADD_SOCK = "virtio_add_sock_dev_pair()"
 SOURCE_REMOVE_SOCK = "virtio_remove_sock_dev_pair()"
-SOURCE_QUERY_PCI = "virtio_query_sock_dev_pci()"
+SOURCE_QUERY_PCI = "virtio_query_pci()"
 SOURCE_ADD = "virtio_forwarder_add_vf2()"
 SOURCE_BOND_ADD = "virtio_forwarder_bond_add()"
 SOURCE_REMOVE = "virtio_forwarder_remove_vf2()"
@@ -90,6 +101,12 @@ _OP_SOURCES = {
 }
 _OP_NAMES = {v: k for k, v in Op.items()}
 _STATS_STATUSES = frozenset(pb.StatsResponse.Status.values())
+
+# Drivers through which DPDK can probe a VF: the userspace I/O drivers, and
+# the bifurcated mlx5 driver (DPDK's mlx5 PMD works beside the kernel's).
+DPDK_DRIVERS = frozenset({"vfio-pci", "uio_pci_generic", "igb_uio", "mlx5_core"})
+# What the daemon's stats say of a slot with nothing in it.
+NO_VHOST = "NONE"
 
 
 @dataclass(frozen=True)
@@ -128,13 +145,21 @@ class SimRelay:
 
 
 class _DaemonError(Exception):
-    """What the daemon would answer as ERROR; ``reason`` is its log line."""
+    """What the daemon would answer as ERROR; ``reason`` is its log line.
 
-    def __init__(self, code: int, source: str, reason: str) -> None:
+    ``code`` and ``source`` None: a bare ERROR, as the daemon answers a
+    request that does not parse or fails its validation.
+    """
+
+    def __init__(self, code: int | None, source: str | None, reason: str) -> None:
         self.code = code
         self.source = source
         self.reason = reason
         super().__init__(reason)
+
+
+def _refused(reason: str) -> _DaemonError:
+    return _DaemonError(None, None, reason)
 
 
 @dataclass(frozen=True)
@@ -179,11 +204,14 @@ class ForwarderSimulator:
         port_control_endpoint: str = DEFAULT_PORT_CONTROL_ENDPOINT,
         stats_endpoint: str = DEFAULT_STATS_ENDPOINT,
         *,
+        sysfs_root: str | os.PathLike[str],
         max_relays: int = DEFAULT_MAX_RELAYS,
         state_file: str | os.PathLike[str] | None = None,
         delay: float = 0.0,
-        validation_error_codes: bool = True,
     ) -> None:
+        self.sysfs_root = Path(sysfs_root)
+        if not self.sysfs_root.is_dir():
+            raise InvalidValue("sysfs_root", str(sysfs_root), "expected an existing directory")
         self._pc_endpoint = simulator_endpoint(port_control_endpoint, "port_control_endpoint")
         self._stats_endpoint = simulator_endpoint(stats_endpoint, "stats_endpoint")
         if isinstance(max_relays, bool) or not isinstance(max_relays, int):
@@ -196,9 +224,8 @@ class ForwarderSimulator:
         # are atomic, so tests may change them while it runs.
         self.delay = float(delay)
         self.drop_replies = False
-        # The released daemon answers a request that fails validation with a
-        # bare ERROR (no code, no source); False imitates that.
-        self.validation_error_codes = validation_error_codes
+        # Worker cores reported in the stats' cpu field.
+        self._cpus = sorted(os.sched_getaffinity(0)) or [0]
 
         self._lock = threading.Lock()
         self._relays: dict[int, SimRelay] = {}
@@ -402,7 +429,7 @@ class ForwarderSimulator:
             reply = handler(body[0])
         except Exception:  # a simulator bug must not kill the server thread
             LOG.exception("simulator: request handler failed")
-            reply = self._port_control_error(-errno.EIO, SOURCE_INTERNAL)
+            reply = self._port_control_error(None, SOURCE_INTERNAL)
         self.requests_handled += 1
         if self.drop_replies:
             self.replies_dropped += 1
@@ -428,10 +455,10 @@ class ForwarderSimulator:
             req.ParseFromString(body)
         except Exception:  # protobuf raises DecodeError or RuntimeError
             self._note("PortControlRequest: undecodable request")
-            return self._port_control_error(-errno.EBADMSG, SOURCE_PARSE)
+            return self._port_control_error(None, None)
         if not req.IsInitialized():
             self._note("PortControlRequest: required fields missing")
-            return self._port_control_error(-errno.EBADMSG, SOURCE_PARSE)
+            return self._port_control_error(None, None)
 
         failure = self._pop_failure(req.op)
         if failure is not None:
@@ -446,8 +473,6 @@ class ForwarderSimulator:
             query = self._apply(req)
         except _DaemonError as exc:
             self._note(f"{_OP_NAMES[req.op]}: {exc.reason}")
-            if exc.source == SOURCE_VALIDATE and not self.validation_error_codes:
-                return self._port_control_error(None, None)
             return self._port_control_error(exc.code, exc.source)
         resp = pb.PortControlResponse(status=pb.PortControlResponse.OK)
         if query is not None:
@@ -459,32 +484,23 @@ class ForwarderSimulator:
         self.log.append(line)
 
     def _validate(self, req: pb.PortControlRequest) -> None:
-        """The daemon's checks of a request before it acts on it."""
+        """The daemon's checks before it acts; a failure is a bare ERROR."""
         op = req.op
         n_pci = len(req.pci_addrs)
         has_name = req.HasField("name")
-
-        def invalid(reason: str) -> _DaemonError:
-            return _DaemonError(-errno.EINVAL, SOURCE_VALIDATE, reason)
-
-        if op in (OP_ADD, OP_ADD_SOCK) and has_name and n_pci < 2:
-            raise invalid("Bond port operations require multiple PCI devices.")
-        if op in (OP_REMOVE, OP_REMOVE_SOCK) and not has_name and n_pci > 1:
-            raise invalid(
-                "Cannot specify multiple PCI addresses for VF removal. "
-                "Provide name to remove a bond."
-            )
+        if has_name and n_pci < 2:
+            raise _refused("Bond port operations require multiple PCI devices.")
         if not has_name and n_pci > 1:
-            raise invalid("Bond port operations require an interface name.")
-        if op in (OP_ADD, OP_ADD_SOCK) and n_pci == 0:
-            raise invalid("Port add operations require a PCI address.")
+            raise _refused("Bond port operations require an interface name.")
         if op in (OP_ADD, OP_REMOVE):
             if not req.HasField("virtio_id"):
-                raise invalid("ADD and REMOVE require a virtio_id.")
-            if req.virtio_id >= self.max_relays:
-                raise invalid(f"virtio_id {req.virtio_id} is out of range.")
+                raise _refused("ADD and REMOVE require a virtio_id.")
+            if req.virtio_id > _MAX_VIRTIO_ID:
+                raise _refused(f"virtio_id {req.virtio_id} is out of range.")
+        if op == OP_ADD and n_pci == 0:
+            raise _refused("Invalid number of VFs specified in port add request (0).")
         if op == OP_QUERY_PCI and not req.vhost_path:
-            raise invalid("QUERY_PCI requires a vhost_path.")
+            raise _refused("QUERY_PCI requires a vhost_path.")
         if op in (OP_ADD_SOCK, OP_REMOVE_SOCK) and req.HasField("virtio_id"):
             self._note(f"{_OP_NAMES[op]}: virtio_id {req.virtio_id} ignored")
 
@@ -492,31 +508,34 @@ class ForwarderSimulator:
         pcis = tuple(
             PciAddress(a.domain, a.bus, a.slot, a.function) for a in req.pci_addrs
         )
-        # conditional defaults to true on the wire; protobuf gives us that.
-        conditional = req.conditional
         name = req.name if req.HasField("name") else None
-        device = name if name is not None else (pcis[0].daemon_form() if pcis else None)
+        # The daemon's name for what is attached: the VF, or the bond's name.
+        device = pcis[0].daemon_form() if len(pcis) == 1 else name
         mode = req.mode if req.HasField("mode") and name is not None else None
         path = req.vhost_path or None
         with self._lock:
             if req.op == OP_ADD_SOCK:
-                changed = self._add_sock(path, device, pcis, mode, conditional)
+                # conditional is not looked at: the daemon ignores it here.
+                self._add_sock(path, device, pcis, mode)
             elif req.op == OP_REMOVE_SOCK:
-                changed = self._remove_sock(path, device, conditional)
+                self._remove_sock(path, device or "")
             elif req.op == OP_ADD:
-                changed = self._add_static(req.virtio_id, device, pcis, mode, conditional)
+                # conditional defaults to true on the wire; protobuf gives us that.
+                if not self._add_static(req.virtio_id, device, pcis, mode, req.conditional):
+                    return None
             elif req.op == OP_REMOVE:
-                changed = self._remove_static(req.virtio_id, device, conditional)
+                if not self._remove_static(req.virtio_id, device, req.conditional):
+                    return None
             else:
                 assert path is not None
                 return self._query_pci(path)
-            if changed:
-                self._write_state_locked(running=True)
+            self._write_state_locked(running=True)
         return None
 
-    def _attached(self, device: str, pcis: Sequence[PciAddress]) -> SimRelay | None:
+    def _holding(self, pci: PciAddress) -> SimRelay | None:
+        """The relay that has ``pci`` attached, alone or in a bond."""
         for relay in self._relays.values():
-            if relay.device == device or set(relay.pci_addrs) & set(pcis):
+            if pci in relay.pci_addrs:
                 return relay
         return None
 
@@ -526,86 +545,99 @@ class ForwarderSimulator:
                 return relay
         return None
 
+    def _unusable(self, pci: PciAddress) -> str | None:
+        """Why DPDK could not probe ``pci`` on this host, or None if it can."""
+        dev = self.sysfs_root / "sys" / "bus" / "pci" / "devices" / str(pci)
+        if not dev.is_dir():
+            return f"no PCI device {pci} under {self.sysfs_root}"
+        try:
+            driver = os.path.basename(os.readlink(dev / "driver"))
+        except OSError:
+            return f"{pci} is bound to no driver"
+        if driver not in DPDK_DRIVERS:
+            return f"{pci} is bound to {driver}, which DPDK cannot probe it through"
+        return None
+
     def _add_sock(
         self,
         path: str | None,
         device: str | None,
         pcis: tuple[PciAddress, ...],
         mode: int | None,
-        conditional: bool,
-    ) -> bool:
+    ) -> None:
+        # The daemon's steps, in its order; each failure has its own code.
         src = SOURCE_ADD_SOCK
         if path is None:
-            raise _DaemonError(-errno.EINVAL, src, "vhost-path has to be specified")
-        assert device is not None
-        same_path = self._by_path(path)
-        if (
-            conditional
-            and same_path is not None
-            and same_path.device == device
-            and same_path.pci_addrs == pcis
-        ):
-            self._note(f"ADD_SOCK: {device} is already paired with {path}; nothing to do")
-            return False
-        other = self._attached(device, pcis)
+            raise _DaemonError(-1, src, "vhost-path has to be specified")
+        if len(pcis) == 1:
+            other = self._holding(pcis[0])
+        else:
+            other = next((r for r in self._relays.values() if r.device == device), None)
         if other is not None:
+            # Also the identical pair again: the daemon does not compare.
             raise _DaemonError(
                 -errno.EEXIST,
                 src,
                 f"Device {device} is already attached to virtio-forwarder "
                 f"(relay {other.relay_id})",
             )
+        same_path = self._by_path(path)
         if same_path is not None:
             raise _DaemonError(
-                -errno.EADDRINUSE,
-                src,
-                f"Socket {path} is already registered with relay {same_path.relay_id}",
+                1, src, f"Socket {path} is already registered with relay {same_path.relay_id}"
             )
-        relay_id = self._free_relay_id()
+        relay_id = next((i for i in range(self.max_relays) if i not in self._relays), None)
+        if relay_id is None:
+            raise _DaemonError(2, src, "Could not get idle relay for packet processing!")
+        if len(pcis) == 1:
+            why = self._unusable(pcis[0])
+            if why is not None:
+                raise _DaemonError(3, src, f"cannot attach {device}: {why}")
+        else:
+            why = "a bond needs PCI addresses" if not pcis else None
+            for pci in pcis:
+                holder = self._holding(pci)
+                why = why or self._unusable(pci) or (
+                    f"{pci} is attached to relay {holder.relay_id}" if holder else None
+                )
+            if why is not None:
+                raise _DaemonError(4, src, f"cannot add bond {device}: {why}")
+        assert device is not None
         self._relays[relay_id] = SimRelay(relay_id, device, pcis, path, mode)
         self._note(f"ADD_SOCK: relay {relay_id} pairs {device} with {path}")
-        return True
 
-    def _free_relay_id(self) -> int:
-        for relay_id in range(self.max_relays):
-            if relay_id not in self._relays:
-                return relay_id
-        raise _DaemonError(
-            -errno.ENOSPC, SOURCE_ADD_SOCK, "Could not get idle relay for packet processing!"
-        )
-
-    def _remove_sock(self, path: str | None, device: str | None, conditional: bool) -> bool:
+    def _remove_sock(self, path: str | None, device: str) -> None:
         src = SOURCE_REMOVE_SOCK
-        if path is None and device is None:
-            raise _DaemonError(
-                -errno.EINVAL, src, "Either pci-addr or vhost-path parameter should be passed!"
-            )
+        if path is None and not device:
+            raise _DaemonError(-1, src, "Either pci-addr or vhost-path parameter should be passed!")
         if path is not None:
             relay = self._by_path(path)
         else:
             relay = next((r for r in self._relays.values() if r.device == device), None)
         if relay is None:
-            if conditional:
-                self._note(f"REMOVE_SOCK: no relay for {path or device}; nothing to do")
-                return False
-            raise _DaemonError(-errno.ENOENT, src, f"Could not get relay id for {path or device}")
-        if device is not None and relay.device != device:
+            # Whatever conditional says: the daemon ignores it here.
+            raise _DaemonError(1, src, f"Could not get relay id for {path or device}")
+        if device and device != relay.device and device not in (
+            p.daemon_form() for p in relay.pci_addrs
+        ):
             raise _DaemonError(
-                -errno.ENODEV,
+                2,
                 src,
                 f"The relay instance for socket {relay.vhost_path} has no device named "
                 f"{device}. Not removing pair",
             )
         del self._relays[relay.relay_id]
         self._note(f"REMOVE_SOCK: relay {relay.relay_id} ({relay.device}) removed")
-        return True
 
     def _query_pci(self, path: str) -> str:
         relay = self._by_path(path)
         if relay is None:
-            raise _DaemonError(-errno.ENOENT, SOURCE_QUERY_PCI, f"No relay for socket {path}")
+            raise _DaemonError(2, SOURCE_QUERY_PCI, f"No relay for socket {path}")
         # A bond answers with its first VF: QUERY_PCI names one device.
         return relay.pci_addrs[0].daemon_form()
+
+    # The static form (ADD/REMOVE by virtio_id) is not used by smartnic-vif;
+    # its codes below are the simulator's own, not observed on the daemon.
 
     def _add_static(
         self,
@@ -617,6 +649,8 @@ class ForwarderSimulator:
     ) -> bool:
         assert device is not None
         src = SOURCE_BOND_ADD if len(pcis) > 1 else SOURCE_ADD
+        if relay_id >= self.max_relays:
+            raise _DaemonError(-errno.EINVAL, src, f"Relay {relay_id} does not exist")
         current = self._relays.get(relay_id)
         if current is not None:
             if conditional and current.device == device and current.pci_addrs == pcis:
@@ -625,13 +659,17 @@ class ForwarderSimulator:
             raise _DaemonError(
                 -errno.EEXIST, src, f"Relay {relay_id} is in use by {current.device}"
             )
-        other = self._attached(device, pcis)
-        if other is not None:
-            raise _DaemonError(
-                -errno.EEXIST,
-                src,
-                f"Device {device} is already attached to relay {other.relay_id}",
-            )
+        for pci in pcis:
+            other = self._holding(pci)
+            if other is not None:
+                raise _DaemonError(
+                    -errno.EEXIST,
+                    src,
+                    f"Device {device} is already attached to relay {other.relay_id}",
+                )
+            why = self._unusable(pci)
+            if why is not None:
+                raise _DaemonError(-errno.ENODEV, src, f"cannot attach {device}: {why}")
         self._relays[relay_id] = SimRelay(relay_id, device, pcis, None, mode)
         self._note(f"ADD: relay {relay_id} has {device}")
         return True
@@ -671,25 +709,27 @@ class ForwarderSimulator:
         wanted = list(req.relay)
         if len(wanted) > self.max_relays:
             return pb.StatsResponse(status=pb.StatsResponse.E2BIG).SerializeToString()
-        if any(r >= self.max_relays for r in wanted):
-            return pb.StatsResponse(status=pb.StatsResponse.EBADR).SerializeToString()
         if req.delay:
             # The daemon measures rates over `delay` ms; there is no traffic
             # here, but the caller still waits as it would.
             self._stop.wait(min(req.delay, _MAX_STATS_DELAY_MS) / 1000)
+        with self._lock:
+            relays = dict(self._relays)
         resp = pb.StatsResponse(status=pb.StatsResponse.OK)
-        for relay in self.relays():
-            if wanted and relay.relay_id not in wanted:
+        # Every slot when none is named; a number out of range is left out.
+        for relay_id in wanted or range(self.max_relays):
+            if relay_id >= self.max_relays:
                 continue
-            active = self._relay_active(relay)
-            if not active and not req.include_inactive:
+            relay = relays.get(relay_id)
+            vm_up = relay is not None and self._vm_connected(relay)
+            if not vm_up and not req.include_inactive:
                 continue
-            self._fill_relay_state(resp.relay.add(), relay, active)
+            self._fill_relay_state(resp.relay.add(), relay_id, relay, vm_up)
         return resp.SerializeToString()
 
     @staticmethod
-    def _relay_active(relay: SimRelay) -> bool:
-        """A relay counts as active once its vhost-user socket exists.
+    def _vm_connected(relay: SimRelay) -> bool:
+        """Whether the VM's side of a relay is up: its vhost-user socket exists.
 
         With vhost-user client mode QEMU creates the socket and the daemon
         connects to it, so "a socket is there" is the simulated "VM is up".
@@ -701,34 +741,49 @@ class ForwarderSimulator:
         except OSError:
             return False
 
-    @staticmethod
-    def _fill_relay_state(msg: pb.RelayState, relay: SimRelay, active: bool) -> None:
-        msg.id = relay.relay_id
-        msg.active = active
-        msg.ident = f"relay{relay.relay_id}"
-        # No worker cores in a simulation: -1 means "not scheduled".
-        msg.cpu.vf_to_vm = -1
-        msg.cpu.vm_to_vf = -1
-        msg.vhost.vhost_socket_name = relay.vhost_path or ""
-        msg.vf.pci_addr_str = relay.device
-        for direction in (msg.vf_to_vm, msg.vm_to_vf):
-            direction.active = active
-            direction.internal_state = "relaying" if active else "waiting for vhost-user peer"
-            # All counters and rates stay 0: the simulator moves no packets,
-            # but set them so readers see every field present.
-            direction.packets_received = 0
-            direction.bytes_received = 0
-            direction.packets_transmitted = 0
-            direction.bytes_transmitted = 0
-            direction.packets_dropped_queue_full = 0
-            direction.bytes_dropped_queue_full = 0
-            direction.packets_dropped_not_connected = 0
-            direction.bytes_dropped_not_connected = 0
+    def _fill_relay_state(
+        self, msg: pb.RelayState, relay_id: int, relay: SimRelay | None, vm_up: bool
+    ) -> None:
+        """One slot as the daemon reports it. A VF attached makes the VF-to-VM
+        direction active (DPDK_ADDED, DPDK_READY once the VM is up too); the
+        VM connected makes the VM-to-VF one active (VIRTIO_READY). Only an
+        active direction has counters and a cpu; ``vf`` is there while the
+        VF-to-VM direction is active and the socket's name while the VM-to-VF
+        one is (else ``NONE``); ``ident`` is never set. Rates are required
+        fields of the daemon's messages, so they are always there."""
+        vf_up = relay is not None
+        msg.id = relay_id
+        msg.active = vf_up and vm_up
+        msg.socket_id = 0
+        msg.vhost.vhost_socket_name = (relay.vhost_path if relay and vm_up else None) or NO_VHOST
+        up, down = msg.vf_to_vm, msg.vm_to_vf
+        up.active = vf_up
+        up.internal_state = ("DPDK_READY" if vm_up else "DPDK_ADDED") if vf_up else "DPDK_UNINIT"
+        down.active = vm_up
+        down.internal_state = "VIRTIO_READY" if vm_up else "VIRTIO_UNINIT"
+        for direction in (up, down):
             direction.packet_rate_in = 0.0
             direction.byte_rate_in = 0.0
             direction.packet_rate_out = 0.0
             direction.byte_rate_out = 0.0
-        msg.socket_id = 0
+        if relay is not None:
+            msg.vf.pci_addr_str = relay.device
+            msg.cpu.vf_to_vm = self._cpus[(2 * relay_id) % len(self._cpus)]
+            self._zero_counters(up)
+        if vm_up:
+            msg.cpu.vm_to_vf = self._cpus[(2 * relay_id + 1) % len(self._cpus)]
+            self._zero_counters(down)
+
+    @staticmethod
+    def _zero_counters(direction: pb.RelayState.Direction) -> None:
+        # No packets move here. The byte counts of drops are not filled in by
+        # the daemon either.
+        direction.packets_received = 0
+        direction.bytes_received = 0
+        direction.packets_transmitted = 0
+        direction.bytes_transmitted = 0
+        direction.packets_dropped_queue_full = 0
+        direction.packets_dropped_not_connected = 0
 
     # -- state file ------------------------------------------------------------
 
@@ -788,7 +843,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--stats", default=DEFAULT_STATS_ENDPOINT)
     parser.add_argument("--pidfile", type=Path, help="written once the endpoints are bound")
     parser.add_argument("--state-file", type=Path, help="relay table as JSON, after every change")
-    parser.add_argument("--max-relays", type=int, default=DEFAULT_MAX_RELAYS)
+    parser.add_argument(
+        "--sysfs-root",
+        type=Path,
+        required=True,
+        help="root of the host's sysfs (/ on a real host): ADD_SOCK attaches only VFs "
+        "present there and bound to a driver DPDK can use",
+    )
+    parser.add_argument(
+        "--max-relays",
+        type=int,
+        default=DEFAULT_MAX_RELAYS,
+        help=f"relay slots (the daemon's MAX_RELAYS; default {DEFAULT_MAX_RELAYS})",
+    )
     parser.add_argument("--log-level", default="WARNING")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(name)s: %(message)s")
@@ -805,6 +872,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sim = ForwarderSimulator(
             args.port_control,
             args.stats,
+            sysfs_root=args.sysfs_root,
             max_relays=args.max_relays,
             state_file=args.state_file,
         )

@@ -24,6 +24,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -43,7 +44,11 @@ from smartnic_vif.sim.sysfs_tree import (
 
 MANIFEST = "sim.json"
 CONFIG = "smartnic-vif.conf"
+# What create makes in its directory (the manifest last: destroy removes it
+# only once the rest is gone). Destroy removes these and nothing else.
+MADE_ENTRIES = ("sys", SIM_STATE_DIR, "ovs", "forwarder", "state", "vhost", CONFIG, MANIFEST)
 IP = shutil.which("ip") or "/usr/sbin/ip"
+NSENTER = shutil.which("nsenter") or "/usr/bin/nsenter"
 
 
 class SimulatorError(RuntimeError):
@@ -54,12 +59,76 @@ def _mac(prefix: int, a: int, b: int, c: int) -> str:
     return f"02:{prefix:02x}:{a:02x}:{b:02x}:{c >> 8:02x}:{c & 0xFF:02x}"
 
 
+NETNS_DIRS = ("/run/netns", "/var/run/netns")
+
+
+def _netns_dir_propagation(pid: str) -> dict[str, str] | None:
+    """The propagation tags (``shared``, ``master``: peer group ids) of the
+    netns directory's mount as process ``pid`` sees it; None if it is not a
+    mount there or cannot be read."""
+    try:
+        with open(f"/proc/{pid}/mountinfo") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    found = None
+    for line in lines:
+        fields = line.split()
+        if len(fields) > 6 and fields[4] in NETNS_DIRS and "-" in fields:
+            tags = fields[6:fields.index("-")]
+            found = dict(t.split(":", 1) for t in tags if ":" in t)  # the topmost one wins
+    return found
+
+
+def _candidate_pids() -> Iterator[str]:
+    """Our ancestors first (the mount namespace we were started from is
+    usually our parent's), then every process."""
+    pid = os.getppid()
+    while pid > 0:
+        yield str(pid)
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                pid = int(f.read().rpartition(")")[2].split()[1])
+        except (OSError, ValueError, IndexError):
+            break
+    yield from (entry for entry in os.listdir("/proc") if entry.isdigit())
+
+
+def _netns_mount_namespace() -> list[str]:
+    """The argv prefix that runs a command in the mount namespace our netns
+    directory receives its mounts from, if ours is only a slave of it (as
+    under ``ip netns exec``); else nothing.
+
+    ``ip netns add`` pins a namespace with a bind mount on /run/netns/NAME.
+    Made in a slave mount namespace, that mount never reaches the master: the
+    namespace would be invisible to every later command and die with the last
+    process of ours. Made in the master's (the namespace that holds the
+    directory's peer group, shared and a slave of nothing), it propagates to
+    every mount namespace that follows it, ours included. Only the mount
+    namespace changes: links are still made in our network namespace.
+    """
+    tags = _netns_dir_propagation("self")
+    owner = None
+    seen: set[str] = set()
+    while tags and "master" in tags and tags["master"] not in seen:
+        group = tags["master"]
+        seen.add(group)
+        owner = next((pid for pid in _candidate_pids()
+                      if (_netns_dir_propagation(pid) or {}).get("shared") == group), None)
+        if owner is None:
+            return []  # no process shows the master: do as ip netns would
+        tags = _netns_dir_propagation(owner)
+    return [NSENTER, f"--mount=/proc/{owner}/ns/mnt", "--"] if owner else []
+
+
 def _ip_batch(commands: list[str], force: bool = False) -> None:
-    """Run ``ip -batch``; it stops at the first failing line unless ``force``."""
+    """Run ``ip -batch`` (where namespaces outlive us: see
+    :func:`_netns_mount_namespace`); it stops at the first failing line
+    unless ``force``."""
     if not commands:
         return
     proc = subprocess.run(  # noqa: S603 - fixed argv, batch text on stdin, no shell
-        [IP, *(["-force"] if force else []), "-batch", "-"],
+        [*_netns_mount_namespace(), IP, *(["-force"] if force else []), "-batch", "-"],
         input="\n".join(commands) + "\n",
         text=True,
         capture_output=True,
@@ -270,6 +339,16 @@ class SimulatedHost:
             )
         if os.path.exists(os.path.join(dir, MANIFEST)):
             raise SimulatorError(f"{dir} already holds a simulated host; destroy it first")
+        if os.path.lexists(dir) and not os.path.isdir(dir):
+            raise SimulatorError(f"{dir} is not a directory")
+        if os.path.isdir(dir) and (present := sorted(os.listdir(dir))):
+            # destroy removes only what create made, so create never mixes
+            # its files with somebody else's.
+            shown = ", ".join(present[:5]) + (", ..." if len(present) > 5 else "")
+            raise SimulatorError(
+                f"{dir} is not empty ({shown}) and holds no simulated host: "
+                "give sim create a new or empty directory"
+            )
         os.makedirs(dir, exist_ok=True)
         layout = SimLayout(
             dir=dir,
@@ -385,6 +464,10 @@ class SimulatedHost:
                     pidfile,
                     "--state-file",
                     os.path.join(lay.forwarder_dir, "relays.json"),
+                    # ADD_SOCK refuses a VF that is not in this host's sysfs
+                    # or not bound to a driver DPDK can use, as the daemon does.
+                    "--sysfs-root",
+                    lay.sysfs_root,
                 ],
                 stdout=log,
                 stderr=log,
@@ -401,6 +484,18 @@ class SimulatedHost:
                     f"{lay.forwarder_dir}/forwarder.log"
                 )
             time.sleep(0.02)
+
+    def restart_forwarder(self) -> None:
+        """Stop the simulated virtio-forwarder and start it again on the same
+        endpoints. Like the real daemon, the new process knows no relay: every
+        ADD_SOCK pair is gone until someone adds it again."""
+        pidfile = os.path.join(self.layout.forwarder_dir, "forwarder.pid")
+        stop_pid(pidfile)
+        # A process that had to be killed left its pidfile, which would make
+        # the new one look ready before it is.
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(pidfile)
+        self._start_forwarder()
 
     def _write_config(self) -> None:
         lay = self.layout
@@ -467,7 +562,7 @@ class SimulatedHost:
         if has_ovs:
             ovs.start()
         if has_forwarder:
-            self._start_forwarder_after_reboot()
+            self.restart_forwarder()  # stopped already: cleans up and starts it
 
     def _reset_vfs(self, specs: list[PfSpec]) -> None:
         """Each VF bound to the PF's driver again (its netdev is back in the
@@ -502,15 +597,6 @@ class SimulatedHost:
             ]
         _ip_batch([f"link del {name}" for name in current]
                   + [self._representor_pair(p, vf) for p, vf in pairs])
-
-    def _start_forwarder_after_reboot(self) -> None:
-        """The forwarder starts with no relay. Stand-in for
-        ``restart_forwarder()`` (issue 16, item 1, another branch): once that
-        is merged, reboot() can call it instead of stop_pid + this."""
-        pidfile = os.path.join(self.layout.forwarder_dir, "forwarder.pid")
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(pidfile)  # left by a forwarder that had to be killed
-        self._start_forwarder()
 
     # -- inspection -------------------------------------------------------
     @property
@@ -578,7 +664,8 @@ class SimulatedHost:
     # -- teardown -----------------------------------------------------------
     def destroy(self) -> None:
         """Stop this host's processes and remove its netdevs, namespaces and
-        directory. Safe after a partial create and safe to repeat."""
+        what create made in its directory (the directory too, if nothing
+        else is left in it). Safe after a partial create and safe to repeat."""
         lay = self.layout
         errors = []
         stop_pid(os.path.join(lay.forwarder_dir, "forwarder.pid"))
@@ -607,12 +694,42 @@ class SimulatedHost:
             if left:
                 errors.append(f"{e} (still present: {', '.join(left)})")
         if os.path.exists(os.path.join(lay.dir, MANIFEST)) and not left:
-            shutil.rmtree(lay.dir, ignore_errors=True)
+            errors += _remove_made(lay.dir)
         if errors:
             raise SimulatorError("; ".join(errors))
+
+    def kept_entries(self) -> list[str]:
+        """What is left in the directory after :meth:`destroy`: files that
+        create did not make (the directory then stays)."""
+        try:
+            return sorted(os.listdir(self.dir))
+        except OSError:
+            return []
 
     def __enter__(self) -> SimulatedHost:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.destroy()
+
+
+def _remove_made(dir: str) -> list[str]:
+    """Remove what create made in ``dir`` (the manifest last, and only if the
+    rest went), then ``dir`` itself if nothing else is in it. Errors, if any."""
+    errors: list[str] = []
+    for name in MADE_ENTRIES:
+        path = os.path.join(dir, name)
+        if name == MANIFEST and errors:
+            break  # keep it: destroy can be run again
+        try:
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path)
+            else:
+                os.remove(path)
+        except FileNotFoundError:
+            continue
+        except OSError as e:
+            errors.append(f"removing {path}: {e}")
+    with contextlib.suppress(OSError):
+        os.rmdir(dir)  # only if empty: whatever else is there is not ours
+    return errors

@@ -609,6 +609,23 @@ def test_status_flags_a_missing_relay_and_wrong_driver(sim: Sim) -> None:
     sim.assert_unchanged(before)
 
 
+def test_inventory_and_doctor_count_forwarder_relays_in_use(sim: Sim) -> None:
+    # The daemon lists all its relay slots; the CLI counts those in use.
+    assert sim.inventory["forwarder"] == {"relays_total": 32, "relays_in_use": 0, "error": None}
+    before = sim.snapshot()
+    port_id = new_id()
+    sim.attach("virtio-forwarder", port_id, new_mac())
+    try:
+        assert sim.json("inventory")["forwarder"]["relays_in_use"] == 1
+        assert "virtio-forwarder relays: 1 of 32 in use" in sim.cli("inventory").stdout
+        doctor = {c["check"]: c for c in sim.json("doctor", expect=1)["checks"]}
+        assert doctor["forwarder"]["ok"]
+        assert doctor["forwarder"]["detail"] == "virtio-forwarder answers, 1/32 relays in use"
+    finally:
+        sim.json("detach", "--port-id", port_id)
+    sim.assert_unchanged(before)
+
+
 # -- doctor / reconcile --------------------------------------------------------------------
 CHECKS = ["sysfs", "switchdev", "representors", "ovsdb", "bridge", "forwarder", "device_spec"]
 

@@ -32,6 +32,7 @@ from pyroute2 import IPRoute
 
 from smartnic_vif.host import privileged
 from smartnic_vif.host.forwarder.client import ForwarderClient
+from smartnic_vif.host.kernel import SimulatedKernel
 from smartnic_vif.host.rtnl import IFF_PROMISC, IFF_UP
 from smartnic_vif.model.inventory import VirtualFunction
 from smartnic_vif.osvif.objects import VIFPortProfileForwarder, VIFPortProfilePassthrough
@@ -205,7 +206,7 @@ def test_passthrough_plug_sets_everything_and_unplug_restores_the_snapshot(
 ) -> None:
     vf = env.vf(0, 3)
     # Give the VF settings unlike the plug's, so that restoring is visible.
-    privileged.set_vf(env.sim.dir, "simulated", vf.pf_address, vf.index, {"vlan": 7})
+    privileged.set_vf(vf.pf_address, vf.index, {"vlan": 7})
     try:
         before = env.snapshot()
         vif = passthrough_vif(vf, trusted=True, spoofchk=False)
@@ -223,7 +224,7 @@ def test_passthrough_plug_sets_everything_and_unplug_restores_the_snapshot(
         assert env.vf_settings(vf.address)["vlan"] == 7
         assert env.store().get(vif.port_profile.interface_id) is None
     finally:
-        privileged.set_vf(env.sim.dir, "simulated", vf.pf_address, vf.index, {"vlan": 0})
+        privileged.set_vf(vf.pf_address, vf.index, {"vlan": 0})
 
 
 def test_forwarder_plug_relays_the_vf_and_unplug_restores_the_snapshot(env: PluginEnv) -> None:
@@ -733,12 +734,16 @@ def test_forwarder_answering_error(env: PluginEnv) -> None:
     vf, other = env.vf(1, 7), env.vf(1, 8)
     vif = forwarder_vif(env, vf)
     lay = env.sim.layout
+    kernel = SimulatedKernel(env.sim.dir)
     with ForwarderClient(lay.port_control_endpoint, lay.stats_endpoint, 2.0) as client:
-        # Someone else's relay already uses this socket path.
+        # Someone else's relay already uses this socket path (the daemon
+        # attaches only a VF bound to a driver DPDK can use).
+        kernel.bind_driver(other.address, "vfio-pci")
         client.add_sock(other.address, vif.path)
         try:
-            message = assert_plug_fails(vif, "virtio-forwarder ADD_SOCK", "EADDRINUSE")
+            message = assert_plug_fails(vif, "virtio-forwarder ADD_SOCK", "error code 1 ")
             assert "virtio_add_sock_dev_pair()" in message
+            assert "EPERM" not in message  # 1 is the daemon's step, not an errno
 
             assert_released(env, vif)
             assert env.relay_pairs() == [(other.address, vif.path)]
@@ -746,12 +751,13 @@ def test_forwarder_answering_error(env: PluginEnv) -> None:
             assert link(devname(vif.id)) is None
         finally:
             client.remove_sock(other.address, vif.path)
+            kernel.bind_driver(other.address, "nfp")
 
 
 def test_forwarder_not_answering(env: PluginEnv) -> None:
     directory = short_tmpdir()
     hung = ForwarderSimulator(
-        f"ipc://{directory}/pc", f"ipc://{directory}/stats"
+        f"ipc://{directory}/pc", f"ipc://{directory}/stats", sysfs_root=env.sim.dir
     ).start()
     hung.drop_replies = True
     try:
@@ -770,6 +776,37 @@ def test_forwarder_not_answering(env: PluginEnv) -> None:
         assert hung.relays() == []
     finally:
         hung.stop()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def test_forwarder_plug_beyond_the_relay_limit_changes_nothing(env: PluginEnv) -> None:
+    directory = short_tmpdir()
+    small = ForwarderSimulator(
+        f"ipc://{directory}/pc", f"ipc://{directory}/stats", sysfs_root=env.sim.dir,
+        max_relays=1,
+    ).start()
+    try:
+        env.override("forwarder_port_control_endpoint", small.port_control_endpoint)
+        env.override("forwarder_stats_endpoint", small.stats_endpoint)
+        first, second = env.vf(1, 10), env.vf(1, 11)
+        taken = forwarder_vif(env, first)
+        os_vif.plug(taken, INSTANCE)
+        try:
+            before = env.snapshot()
+            vif = forwarder_vif(env, second)
+            message = assert_plug_fails(vif, "no free relay", "1 of its 1 relays", "limit")
+            assert second.address in message
+            assert env.snapshot() == before  # nothing changed, nothing to undo
+            assert_released(env, vif)
+            assert env.vf_driver(second.address) == "nfp"
+            assert [r.relay_id for r in small.relays()] == [0]
+            # The same VF again (its relay exists) is a re-plug, not a new relay.
+            os_vif.plug(taken, INSTANCE)
+        finally:
+            os_vif.unplug(taken, INSTANCE)
+        assert small.relays() == []
+    finally:
+        small.stop()
         shutil.rmtree(directory, ignore_errors=True)
 
 

@@ -27,7 +27,7 @@ from smartnic_vif.host.netdev import get_link
 from smartnic_vif.model.errors import HostOperationError, InvalidValue, NotFound
 from smartnic_vif.model.inventory import VirtualFunction
 from smartnic_vif.sim.host import SimulatedHost
-from tests.fixtures.sim import create_host, destroy_host
+from tests.fixtures.sim import create_host, destroy_host, helper_for
 
 pytestmark = pytest.mark.root
 
@@ -53,8 +53,11 @@ def vf_netdev_mac(host: SimulatedHost, vf: VirtualFunction) -> str:
 
 
 @pytest.fixture
-def host(sim_host: SimFactory, privsep: Any) -> SimulatedHost:
-    return sim_host(pfs=2, vfs_per_pf=4)
+def host(sim_host: SimFactory, privsep: Any) -> Iterator[SimulatedHost]:
+    """A host of its own, and the helper configured for it."""
+    host = sim_host(pfs=2, vfs_per_pf=4)
+    with helper_for(host):
+        yield host
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +65,8 @@ def unchanged_host(privsep: Any) -> Iterator[SimulatedHost]:
     """One host shared by the tests that must leave it as they found it."""
     host = create_host(pfs=2, vfs_per_pf=4)
     try:
-        yield host
+        with helper_for(host):
+            yield host
     finally:
         destroy_host(host)
 
@@ -100,7 +104,7 @@ def test_set_vf_get_vf_round_trip_and_vf_netdev_takes_the_mac(host: SimulatedHos
         "spoofchk": False,
         "link_state": "disable",
     }
-    assert privileged.set_vf(root, SIM, vf.pf_address, vf.index, wanted) is None
+    assert privileged.set_vf(vf.pf_address, vf.index, wanted) is None
     assert get_vf(root, vf.pf_address, vf.index) == wanted
     assert {k: host.kernel_state(vf.address)[k] for k in wanted} == wanted
     # Like a real VF netdev, the veth end in the VF's namespace took the MAC.
@@ -110,12 +114,12 @@ def test_set_vf_get_vf_round_trip_and_vf_netdev_takes_the_mac(host: SimulatedHos
     assert vf_netdev_mac(host, neighbour) == host.kernel_state(neighbour.address)["netdev_mac"]
 
     # Uppercase MAC and PF address are normalised inside the daemon.
-    privileged.set_vf(root, SIM, vf.pf_address.upper(), vf.index, {"mac": "FA:16:3E:AB:CD:EF"})
+    privileged.set_vf(vf.pf_address.upper(), vf.index, {"mac": "FA:16:3E:AB:CD:EF"})
     assert get_vf(root, vf.pf_address, vf.index)["mac"] == "fa:16:3e:ab:cd:ef"
     assert vf_netdev_mac(host, vf) == "fa:16:3e:ab:cd:ef"
 
     # Clearing the VF MAC gives the netdev back its own address.
-    privileged.set_vf(root, SIM, vf.pf_address, vf.index, dict(DEFAULTS))
+    privileged.set_vf(vf.pf_address, vf.index, dict(DEFAULTS))
     assert get_vf(root, vf.pf_address, vf.index) == DEFAULTS
     assert vf_netdev_mac(host, vf) == own_mac
 
@@ -131,16 +135,16 @@ def test_set_vf_mac_with_the_vf_namespace_gone_creates_no_namespace(
     subprocess.run(["ip", "netns", "del", ns], check=True)  # noqa: S603, S607
     assert ns not in netns.listnetns()
 
-    privileged.set_vf(root, SIM, vf.pf_address, vf.index, {"mac": "fa:16:3e:00:00:33"})
+    privileged.set_vf(vf.pf_address, vf.index, {"mac": "fa:16:3e:00:00:33"})
     assert get_vf(root, vf.pf_address, vf.index)["mac"] == "fa:16:3e:00:00:33"
     assert ns not in netns.listnetns()
 
 
 def test_set_vf_on_absent_vf_is_not_found(host: SimulatedHost) -> None:
     with pytest.raises(NotFound, match="has no VF 9"):
-        privileged.set_vf(host.dir, SIM, "0000:05:00.0", 9, {"vlan": 1})
+        privileged.set_vf("0000:05:00.0", 9, {"vlan": 1})
     with pytest.raises(NotFound, match="0000:05:00.7 is not present"):
-        privileged.set_vf(host.dir, SIM, "0000:05:00.7", 0, {"vlan": 1})
+        privileged.set_vf("0000:05:00.7", 0, {"vlan": 1})
 
 
 # -- driver binding ----------------------------------------------------------------
@@ -154,27 +158,27 @@ def test_bind_vfio_removes_the_vf_netdev_and_nfp_brings_it_back(host: SimulatedH
     assert vf.driver == "nfp" and vf.netdev == netdev and os.path.exists(class_net)
     representor = vf.representor
 
-    assert privileged.bind_driver(root, SIM, vf.address, "vfio-pci") == "nfp"
+    assert privileged.bind_driver(vf.address, "vfio-pci") == "nfp"
     now = discover(root).vf(vf.address)
     assert (now.driver, now.netdev) == ("vfio-pci", None)
     assert not os.path.lexists(class_net)
     assert now.representor == representor  # the representor stays
     # Binding the driver it already has is a no-op that reports it.
-    assert privileged.bind_driver(root, SIM, vf.address.upper(), "vfio-pci") == "vfio-pci"
+    assert privileged.bind_driver(vf.address.upper(), "vfio-pci") == "vfio-pci"
 
-    assert privileged.bind_driver(root, SIM, vf.address, "nfp") == "vfio-pci"
+    assert privileged.bind_driver(vf.address, "nfp") == "vfio-pci"
     back = discover(root).vf(vf.address)
     assert (back.driver, back.netdev, back.representor) == ("nfp", netdev, representor)
     assert os.path.exists(class_net)
     assert discover(root) == discover(root)  # and the tree is stable
 
     # No driver at all, and back.
-    assert privileged.bind_driver(root, SIM, vf.address, None) == "nfp"
+    assert privileged.bind_driver(vf.address, None) == "nfp"
     assert (discover(root).vf(vf.address).driver, discover(root).vf(vf.address).netdev) == (
         None,
         None,
     )
-    assert privileged.bind_driver(root, SIM, vf.address, "nfp") is None
+    assert privileged.bind_driver(vf.address, "nfp") is None
     assert discover(root).vf(vf.address).netdev == netdev
 
 
@@ -186,28 +190,38 @@ def test_a_vf_under_vfio_keeps_its_mac_for_the_driver_that_comes_back(
     root = host.dir
     vf = discover(root).pfs[0].vfs[2]
     own_mac = host.kernel_state(vf.address)["netdev_mac"]
-    assert privileged.bind_driver(root, SIM, vf.address, "vfio-pci") == "nfp"
-    privileged.set_vf(root, SIM, vf.pf_address, vf.index, {"mac": "fa:16:3e:00:0a:0b"})
+    assert privileged.bind_driver(vf.address, "vfio-pci") == "nfp"
+    privileged.set_vf(vf.pf_address, vf.index, {"mac": "fa:16:3e:00:0a:0b"})
     assert get_vf(root, vf.pf_address, vf.index)["mac"] == "fa:16:3e:00:0a:0b"
     assert vf_netdev_mac(host, vf) == own_mac  # nothing took it while parked
 
-    assert privileged.bind_driver(root, SIM, vf.address, "nfp") == "vfio-pci"
+    assert privileged.bind_driver(vf.address, "nfp") == "vfio-pci"
     assert vf_netdev_mac(host, vf) == "fa:16:3e:00:0a:0b"
 
     # Cleared while parked: the returning driver uses the netdev's own address.
-    privileged.bind_driver(root, SIM, vf.address, "vfio-pci")
-    privileged.set_vf(root, SIM, vf.pf_address, vf.index, {"mac": "00:00:00:00:00:00"})
-    privileged.bind_driver(root, SIM, vf.address, "nfp")
+    privileged.bind_driver(vf.address, "vfio-pci")
+    privileged.set_vf(vf.pf_address, vf.index, {"mac": "00:00:00:00:00:00"})
+    privileged.bind_driver(vf.address, "nfp")
     assert vf_netdev_mac(host, vf) == own_mac
 
 
-def test_bind_to_a_driver_the_host_lacks_fails(host: SimulatedHost) -> None:
+def test_bind_to_a_driver_the_host_lacks_fails_and_leaves_the_vf_as_it_was(
+    host: SimulatedHost,
+) -> None:
     root = host.dir
     vf = discover(root).pfs[1].vfs[0]
-    with pytest.raises(HostOperationError, match="no driver e1000e"):
-        privileged.bind_driver(root, SIM, vf.address, "e1000e")
-    assert privileged.bind_driver(root, SIM, vf.address, "nfp") in ("nfp", None)
-    assert discover(root).vf(vf.address).driver == "nfp"
+    before = discover(root).vf(vf.address)
+    with pytest.raises(HostOperationError, match="no driver e1000e.*previous driver nfp"):
+        privileged.bind_driver(vf.address, "e1000e")
+    assert discover(root).vf(vf.address) == before  # driver nfp, its netdev there
+    # From vfio-pci: the failed bind leaves it on vfio-pci, still without a netdev.
+    privileged.bind_driver(vf.address, "vfio-pci")
+    on_vfio = discover(root).vf(vf.address)
+    with pytest.raises(HostOperationError, match="previous driver vfio-pci"):
+        privileged.bind_driver(vf.address, "nosuchdrv")
+    assert discover(root).vf(vf.address) == on_vfio
+    assert privileged.bind_driver(vf.address, "nfp") == "vfio-pci"
+    assert discover(root).vf(vf.address) == before
 
 
 # -- validation inside the daemon ----------------------------------------------------
@@ -234,86 +248,62 @@ def _calls(root: str, rep: str) -> list[tuple[str, Callable[[], Any], str, objec
         ("link-promisc", lambda: privileged.set_link(rep, promisc=1), "promisc", 1),
         (
             "vf-mac",
-            lambda: privileged.set_vf(root, SIM, PF, 0, {"mac": "fa:16:3e:00:00"}),
+            lambda: privileged.set_vf(PF, 0, {"mac": "fa:16:3e:00:00"}),
             "vf_settings.mac",
             "fa:16:3e:00:00",
         ),
         (
             "vf-vlan",
-            lambda: privileged.set_vf(root, SIM, PF, 0, {"vlan": 4095}),
+            lambda: privileged.set_vf(PF, 0, {"vlan": 4095}),
             "vf_settings.vlan",
             4095,
         ),
-        ("vf-qos", lambda: privileged.set_vf(root, SIM, PF, 0, {"qos": 8}), "vf_settings.qos", 8),
+        ("vf-qos", lambda: privileged.set_vf(PF, 0, {"qos": 8}), "vf_settings.qos", 8),
         (
             "vf-trust",
-            lambda: privileged.set_vf(root, SIM, PF, 0, {"trust": 1}),
+            lambda: privileged.set_vf(PF, 0, {"trust": 1}),
             "vf_settings.trust",
             1,
         ),
         (
             "vf-link-state",
-            lambda: privileged.set_vf(root, SIM, PF, 0, {"link_state": "up"}),
+            lambda: privileged.set_vf(PF, 0, {"link_state": "up"}),
             "vf_settings.link_state",
             "up",
         ),
         (
             "vf-unknown-key",
-            lambda: privileged.set_vf(root, SIM, PF, 0, {"mac": "fa:16:3e:00:00:01", "mtu": 9000}),
+            lambda: privileged.set_vf(PF, 0, {"mac": "fa:16:3e:00:00:01", "mtu": 9000}),
             "vf_settings",
             "mtu",
         ),
         (
             "vf-settings-not-a-mapping",
-            lambda: privileged.set_vf(root, SIM, PF, 0, ("mac",)),
+            lambda: privileged.set_vf(PF, 0, ("mac",)),
             "vf_settings",
             "('mac',)",  # not a plain scalar: travels back as its repr
         ),
         (
-            "root-etc",
-            lambda: privileged.set_vf("/etc", SIM, PF, 0, {"vlan": 1}),
-            "sysfs_root",
-            "/etc",
-        ),
-        (
-            "root-relative",
-            lambda: privileged.set_vf(os.path.relpath(root), SIM, PF, 0, {"vlan": 1}),
-            "sysfs_root",
-            os.path.relpath(root),
-        ),
-        (
-            "root-dotdot",
-            lambda: privileged.set_vf(root + "/sys/..", SIM, PF, 0, {"vlan": 1}),
-            "sysfs_root",
-            root + "/sys/..",
-        ),
-        (
-            "backend",
-            lambda: privileged.set_vf(root, "kernel", PF, 0, {"vlan": 1}),
-            "kernel_backend",
-            "kernel",
-        ),
-        (
             "pf-address",
-            lambda: privileged.set_vf(root, SIM, "0000:05:00.8", 0, {"vlan": 1}),
+            lambda: privileged.set_vf("0000:05:00.8", 0, {"vlan": 1}),
             "pf_address",
             "0000:05:00.8",
         ),
         (
             "vf-index",
-            lambda: privileged.set_vf(root, SIM, PF, -1, {"vlan": 1}),
+            lambda: privileged.set_vf(PF, -1, {"vlan": 1}),
             "vf_index",
             -1,
         ),
         (
             "bind-address",
-            lambda: privileged.bind_driver(root, SIM, "05:08", "nfp"),
+            lambda: privileged.bind_driver("05:08", "nfp"),
             "pci_address",
             "05:08",
         ),
         (
             "bind-driver",
-            lambda: privileged.bind_driver(root, SIM, "0000:05:08.0", "../nfp"),
+            lambda: privileged.bind_driver("0000:05:08.0", "../nfp"),
             "driver",
             "../nfp",
         ),
@@ -410,13 +400,13 @@ def test_apply_runs_changes_in_order_and_stops_at_the_first_error(host: Simulate
     link_before = get_link(rep)
     assert link_before is not None
     outcomes = privileged.apply([
-        ["set_vf", {"sysfs_root": root, "backend": SIM, "pf_address": vf.pf_address,
+        ["set_vf", {"pf_address": vf.pf_address,
                     "vf_index": vf.index, "settings": {"mac": "fa:16:3e:00:01:01"}}],
         ["set_link", {"ifname": rep, "mtu": 9000, "up": True}],
-        ["bind_driver", {"sysfs_root": root, "backend": SIM, "address": vf.address,
+        ["bind_driver", {"address": vf.address,
                          "driver": "vfio-pci"}],
         ["set_link", {"ifname": "snv-absent0", "up": True}],
-        ["set_vf", {"sysfs_root": root, "backend": SIM, "pf_address": vf.pf_address,
+        ["set_vf", {"pf_address": vf.pf_address,
                     "vf_index": vf.index, "settings": {"mac": "fa:16:3e:00:01:02"}}],
     ])
     # (privsep hands lists back as tuples)
@@ -431,12 +421,12 @@ def test_apply_runs_changes_in_order_and_stops_at_the_first_error(host: Simulate
 
     # keep_going (undo): every change runs, each with its own outcome.
     outcomes = privileged.apply([
-        ["bind_driver", {"sysfs_root": root, "backend": SIM, "address": vf.address,
+        ["bind_driver", {"address": vf.address,
                          "driver": "nfp"}],
-        ["set_vf", {"sysfs_root": root, "backend": SIM, "pf_address": vf.pf_address,
+        ["set_vf", {"pf_address": vf.pf_address,
                     "vf_index": vf.index, "settings": {"vlan": 4095}}],
         ["set_link", {"ifname": rep, "mtu": 1500, "up": False}],
-        ["set_vf", {"sysfs_root": root, "backend": SIM, "pf_address": vf.pf_address,
+        ["set_vf", {"pf_address": vf.pf_address,
                     "vf_index": vf.index, "settings": {"mac": "00:00:00:00:00:00"}}],
     ], keep_going=True)
     assert [o[0] for o in outcomes] == ["ok", "error", "ok", "ok"]
@@ -461,3 +451,26 @@ def test_apply_refuses_what_is_not_a_known_change(unchanged_host: SimulatedHost,
     error = privileged.error_from_data(outcome[1], outcome[2])
     assert isinstance(error, InvalidValue | HostOperationError)
     assert get_link("lo") is not None and get_link("lo")["up"] is True  # type: ignore[index]
+
+
+def test_a_host_whose_tree_is_not_the_helpers_is_refused_before_any_change(
+    host: SimulatedHost,
+) -> None:
+    # The helper's tree is host.dir (its own configuration); a Host that
+    # reads another tree must not have the helper change VFs it never read.
+    from types import SimpleNamespace
+
+    from smartnic_vif.host.backend import Host
+
+    vf = discover(host.dir).pfs[0].vfs[0]
+    before = host.kernel_state(vf.address)
+    other = Host(SimpleNamespace(sysfs_root="/", kernel_backend="linux"))
+    with pytest.raises(HostOperationError, match=f"sysfs_root {host.dir} .*reads "
+                       "kernel_backend linux under /"):
+        other.bind_driver(vf.address, "vfio-pci")
+    assert host.kernel_state(vf.address) == before
+    # The Host of the helper's own tree goes ahead.
+    mine = Host(SimpleNamespace(sysfs_root=host.dir, kernel_backend="simulated"))
+    mine.bind_driver(vf.address, "vfio-pci")
+    mine.bind_driver(vf.address, "nfp")
+    assert discover(host.dir).vf(vf.address).driver == "nfp"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -29,12 +30,13 @@ from smartnic_vif.host.discovery import discover
 from smartnic_vif.host.ovsdb import OvsdbClient
 from smartnic_vif.sim.host import MANIFEST, SimulatedHost, SimulatorError
 from smartnic_vif.sim.ovs import PrivateOVS
-from tests.fixtures.sim import create_host, destroy_host, isolated_netns
+from tests.fixtures.sim import create_host, destroy_host, isolated_netns, short_tmpdir
 
 pytestmark = pytest.mark.root
 
 IP = "ip"
 SimFactory = Callable[..., SimulatedHost]
+CLI = os.path.join(os.path.dirname(sys.executable), "smartnic-vif")
 PROCESS_NAMES = {"ovsdb-server", "ovs-vswitchd", "virtio-forwarder-sim"}
 
 
@@ -383,3 +385,111 @@ def test_create_refuses_bad_arguments_before_making_anything(
     with pytest.raises(SimulatorError, match=match):
         SimulatedHost.create(str(target), with_ovs=False, with_forwarder=False, **kwargs)
     assert not target.exists()
+
+
+# -- the directory: destroy removes only what create made ------------------------------
+
+
+def test_create_refuses_a_directory_holding_other_files() -> None:
+    parent = short_tmpdir()
+    target = os.path.join(parent, "mine")
+    os.mkdir(target)
+    with open(os.path.join(target, "precious"), "w") as f:
+        f.write("keep me")
+    ns = f"snvt-{uuid.uuid4().hex[:8]}"
+    run(IP, "netns", "add", ns).check_returncode()
+    try:
+        proc = cli_in_netns(ns, "sim", "create", "--dir", target, "--pfs", "1",
+                            "--vfs-per-pf", "1")
+        assert proc.returncode == 2, explain(proc)
+        assert target in proc.stderr and "not empty" in proc.stderr, explain(proc)
+        assert os.listdir(target) == ["precious"]
+    finally:
+        if os.path.exists(os.path.join(target, MANIFEST)):
+            cli_in_netns(ns, "sim", "destroy", "--dir", target)
+        run(IP, "netns", "del", ns)
+        with open(os.path.join(target, "precious")) as f:
+            assert f.read() == "keep me"
+        shutil.rmtree(parent, ignore_errors=True)
+
+
+def test_destroy_keeps_what_create_did_not_make() -> None:
+    parent = short_tmpdir()
+    try:
+        # A directory create made (it did not exist) and one that was empty:
+        # both go, with everything create put there...
+        for target in (os.path.join(parent, "new"), short_tmpdir()):
+            host = create_host(target, pfs=1, vfs_per_pf=1)
+            SimulatedHost.load(target).destroy()
+            assert_nothing_left(host.layout.sim_id, target, [])
+        # ... but files someone else put there stay, and so does the directory.
+        target = os.path.join(parent, "shared")
+        host = create_host(target, pfs=1, vfs_per_pf=1)
+        with open(os.path.join(target, "notes.txt"), "w") as f:
+            f.write("mine")
+        destroyed = run(CLI, "sim", "destroy", "--dir", target)
+        assert destroyed.returncode == 0, explain(destroyed)
+        assert f"kept {target}" in destroyed.stdout and "notes.txt" in destroyed.stdout
+        assert sorted(os.listdir(target)) == ["notes.txt"]
+        with open(os.path.join(target, "notes.txt")) as f:
+            assert f.read() == "mine"
+        assert links_with_prefix(f"sn{host.layout.sim_id}") == []
+        assert namespaces_with_prefix(f"sn{host.layout.sim_id}") == []
+    finally:
+        shutil.rmtree(parent, ignore_errors=True)
+
+
+# -- a host made under one "ip netns exec" and used from the next ----------------------
+
+
+def cli_in_netns(ns: str, *argv: str) -> subprocess.CompletedProcess[str]:
+    """``smartnic-vif ARGV`` run by ``ip netns exec NS``: a fresh mount
+    namespace each time, as an operator's successive commands get."""
+    return run(IP, "netns", "exec", ns, CLI, *argv, timeout=120)
+
+
+def explain(proc: subprocess.CompletedProcess[str]) -> str:
+    return (f"argv {proc.args}\nexit {proc.returncode}\n"
+            f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
+
+
+def test_host_made_in_one_ip_netns_exec_serves_the_next() -> None:
+    ns = f"snvt-{uuid.uuid4().hex[:8]}"
+    run(IP, "netns", "add", ns).check_returncode()
+    run(IP, "netns", "exec", ns, IP, "link", "set", "lo", "up").check_returncode()
+    target = short_tmpdir()
+    port = str(uuid.uuid4())
+    destroyed = None
+    try:
+        created = cli_in_netns(ns, "sim", "create", "--dir", target, "--pfs", "1",
+                               "--vfs-per-pf", "2")
+        assert created.returncode == 0, explain(created)
+        host = SimulatedHost.load(target)
+        config = ("--config-file", host.config_file)
+        before = {vf.address: vf.driver for vf in discover(target).pfs[0].vfs}
+
+        attached = cli_in_netns(ns, *config, "attach", "--port-id", port,
+                                "--mac", "fa:16:3e:00:16:16", "--vnic-type", "virtio-forwarder",
+                                "--instance-uuid", str(uuid.uuid4()), "--json")
+        assert attached.returncode == 0, explain(attached)
+        vf = json.loads(attached.stdout)["vf"]
+        detached = cli_in_netns(ns, *config, "detach", "--port-id", port)
+        assert detached.returncode == 0, explain(detached)
+
+        status = cli_in_netns(ns, *config, "status", "--json")
+        assert status.returncode == 0, explain(status)
+        assert json.loads(status.stdout)["ports"] == []
+        assert {v.address: v.driver for v in discover(target).pfs[0].vfs} == before
+        state = host.kernel_state(vf)
+        assert state["mac"] == "00:00:00:00:00:00"
+        # The VF's netdev is back, with its own MAC, in its namespace, which
+        # this process (another mount namespace again) can open by name.
+        link = link_in_ns(host.vf_namespace(vf), host.vf_netdev(vf))
+        assert link is not None and link["mac"] == state["netdev_mac"]
+    finally:
+        if os.path.exists(os.path.join(target, MANIFEST)):
+            destroyed = cli_in_netns(ns, "sim", "destroy", "--dir", target)
+        run(IP, "netns", "del", ns)
+        shutil.rmtree(target, ignore_errors=True)
+    assert destroyed is not None and destroyed.returncode == 0, explain(destroyed)
+    assert namespaces_with_prefix(f"sn{host.layout.sim_id}") == []

@@ -47,6 +47,8 @@ class Helper:
 def helper(monkeypatch: pytest.MonkeyPatch) -> Helper:
     h = Helper()
     monkeypatch.setattr(privileged, "apply", h.apply)
+    # The helper's own configuration, which Host checks against its own once.
+    monkeypatch.setattr(privileged, "helper_configuration", lambda: ["simulated", "/sim"])
     return h
 
 
@@ -81,6 +83,7 @@ def test_no_op_changes_keep_their_place_among_real_ones(helper: Helper) -> None:
 def test_after_a_failure_nothing_later_is_reported_done(monkeypatch: pytest.MonkeyPatch) -> None:
     h = Helper(missing=frozenset({"rep0"}))
     monkeypatch.setattr(privileged, "apply", h.apply)
+    monkeypatch.setattr(privileged, "helper_configuration", lambda: ["simulated", "/sim"])
     results = host().call_group([NOTE, FLAGS, NOTE, SET_VF])
     # The no-op before the failure is done; the failure ends the group.
     assert results[0] is None

@@ -387,7 +387,47 @@ def test_forwarder_errors_carry_code_and_source() -> None:
     assert isinstance(err, HostOperationError)
     assert err.error_code == -errno.EEXIST
     assert err.error_code_source == "virtio_add_sock_dev_pair()"
-    assert "EEXIST" in str(err) and "virtio_add_sock_dev_pair()" in str(err)
+    assert "error code -17" in str(err) and "virtio_add_sock_dev_pair()" in str(err)
     bare = ForwarderError("QUERY_PCI", None, None)
     assert bare.error_code is None and "QUERY_PCI" in str(bare)
     assert issubclass(ForwarderTimeout, HostOperationError)
+
+
+@pytest.mark.parametrize("code", [-17, -1, 1, 2, 3, 4])
+def test_forwarder_error_codes_are_not_named_as_errno(code: int) -> None:
+    """The daemon's codes are step numbers of the function that failed (3 from
+    virtio_add_sock_dev_pair() is "the VF cannot be attached", not ESRCH):
+    the message gives the number and the source as they are."""
+    err = ForwarderError("ADD_SOCK", code, "virtio_add_sock_dev_pair()")
+    text = str(err)
+    assert f"error code {code}" in text and "virtio_add_sock_dev_pair()" in text
+    names = {name for name in errno.errorcode.values()}
+    assert not names & set(text.replace("(", " ").replace(")", " ").split()), text
+
+
+def test_relay_stats_of_an_unused_slot_is_not_in_use() -> None:
+    # What the daemon says of an empty slot (see "Stats" in the protocol notes).
+    msg = pb.RelayState(
+        id=5,
+        active=False,
+        vhost=pb.RelayState.Vhost(vhost_socket_name="NONE"),
+        vf_to_vm=pb.RelayState.Direction(active=False, internal_state="DPDK_UNINIT"),
+        vm_to_vf=pb.RelayState.Direction(active=False, internal_state="VIRTIO_UNINIT"),
+        socket_id=0,
+    )
+    stats = RelayStats.from_message(msg)
+    assert stats.vhost_path is None and stats.vf_ident is None
+    assert stats.in_use is False
+
+
+def test_relay_stats_in_use_by_what_it_holds() -> None:
+    vf_only = pb.RelayState(
+        id=0,
+        vhost=pb.RelayState.Vhost(vhost_socket_name="NONE"),
+        vf=pb.RelayState.Vf(pci_addr_str="0000:05:08.1"),
+    )
+    vhost_only = pb.RelayState(id=1, vhost=pb.RelayState.Vhost(vhost_socket_name="/run/vhu/b"))
+    assert RelayStats.from_message(vf_only).in_use is True
+    assert RelayStats.from_message(vf_only).vhost_path is None
+    assert RelayStats.from_message(vhost_only).in_use is True
+    assert RelayStats.from_message(vhost_only).vhost_path == "/run/vhu/b"

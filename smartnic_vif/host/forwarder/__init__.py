@@ -17,6 +17,7 @@ from smartnic_vif.host.forwarder.client import (
     ForwarderProtocolError,
     ForwarderTimeout,
     RelayStats,
+    RelayUsage,
 )
 
 __all__ = [
@@ -29,4 +30,5 @@ __all__ = [
     "ForwarderProtocolError",
     "ForwarderTimeout",
     "RelayStats",
+    "RelayUsage",
 ]

@@ -25,19 +25,27 @@ driven only by:
 ``ADD``/``REMOVE`` keyed by ``virtio_id`` are the daemon's older static form
 (fixed relay numbers with daemon-named sockets); they are not exposed here.
 
-Both *_SOCK calls send ``conditional=True`` and, when the daemon still answers
-ERROR, check the daemon's actual state before raising: a pair that already
-exists (add) or is already gone (remove) is success. That makes plug and unplug
-safe to repeat after a crash or a lost reply, whichever way a given daemon
-release treats ``conditional`` for the *_SOCK operations. Pass both the PCI
+The daemon ignores ``conditional`` in the *_SOCK operations: ADD_SOCK of a
+pair that exists answers ERROR -17 and REMOVE_SOCK of a pair that is gone
+ERROR 1. So both calls, when the daemon answers ERROR, check its actual state
+(QUERY_PCI, or the stats for a VF given alone) before raising: a pair that
+already exists (add) or is already gone (remove) is success. That makes plug
+and unplug safe to repeat after a crash or a lost reply. Pass both the PCI
 address and the path to :meth:`~ForwarderClient.remove_sock` when both are
-known: the daemon then checks that they belong together, and daemon releases
-that insist on a PCI address in every request accept it.
+known: the daemon then checks that they belong together.
+
+Error codes are the daemon's own: in the *_SOCK operations the number of the
+step of the function named in ``error_code_source`` that failed, -1 for a
+missing argument, or a negated errno in a few places. They are reported as
+numbers with their source, never named as errno values.
+
+The stats endpoint lists every relay slot of the daemon, used or not: count
+the relays in use with :attr:`RelayStats.in_use`
+(:meth:`ForwarderClient.relay_usage`), never by the length of the list.
 """
 
 from __future__ import annotations
 
-import errno
 import logging
 import threading
 from collections.abc import Callable, Iterable
@@ -62,12 +70,28 @@ DEFAULT_TIMEOUT = 2.0
 MAX_VHOST_PATH_BYTES = 107
 _UINT32_MAX = 0xFFFFFFFF
 
-# Error codes with which a daemon says "no such socket/VF": for QUERY_PCI they
-# mean "not paired", not a failure. Both signs, because the daemon passes on
-# DPDK-style negative errno values as well as positive ones.
-_NOT_FOUND_CODES = frozenset(
-    {errno.ENOENT, -errno.ENOENT, errno.ENODEV, -errno.ENODEV, errno.ESRCH, -errno.ESRCH}
-)
+# QUERY_PCI's answer for a socket path that is not registered: "not paired",
+# not a failure.
+SOURCE_QUERY_PCI = "virtio_query_pci()"
+_QUERY_NOT_REGISTERED = 2
+# What the daemon says of a slot with no socket (stats' vhost_socket_name).
+NO_VHOST = "NONE"
+
+# What the daemon's codes mean, from its source ("Exact replies" in the
+# protocol notes): said after the number, which stays as the daemon gave it.
+_MEANINGS = {
+    ("virtio_add_sock_dev_pair()", -1): "no vhost-user socket path given",
+    ("virtio_add_sock_dev_pair()", -17): "the VF is already attached to a relay",
+    ("virtio_add_sock_dev_pair()", 1): "the socket path is already registered",
+    ("virtio_add_sock_dev_pair()", 2): "no free relay",
+    ("virtio_add_sock_dev_pair()", 3): "the VF is not present or cannot be attached",
+    ("virtio_add_sock_dev_pair()", 4): "the bond could not be made",
+    ("virtio_add_sock_dev_pair()", 5): "the socket could not be registered",
+    ("virtio_remove_sock_dev_pair()", -1): "neither a socket path nor a VF given",
+    ("virtio_remove_sock_dev_pair()", 1): "no relay has that socket path or VF",
+    ("virtio_remove_sock_dev_pair()", 2): "the socket path belongs to another VF",
+    ("virtio_query_pci()", 2): "the socket path is not registered",
+}
 
 _OP_NAMES = {v: k for k, v in pb.PortControlRequest.Op.items()}
 _STATS_STATUS_NAMES = {v: k for k, v in pb.StatsResponse.Status.items()}
@@ -76,9 +100,10 @@ _STATS_STATUS_NAMES = {v: k for k, v in pb.StatsResponse.Status.items()}
 class ForwarderError(HostOperationError):
     """The daemon answered ERROR.
 
-    ``error_code`` is the daemon's errno-style code and ``error_code_source``
-    the daemon function that failed (e.g. ``virtio_add_sock_dev_pair()``); the
-    daemon may leave both unset, e.g. for a request it considers malformed.
+    ``error_code`` is the daemon's code and ``error_code_source`` the daemon
+    function that returned it (e.g. ``virtio_add_sock_dev_pair()``); the code
+    is not an errno (see the module docstring). The daemon leaves both unset
+    for a request it refuses outright (it does not parse or fails validation).
     """
 
     def __init__(
@@ -97,9 +122,11 @@ class ForwarderError(HostOperationError):
             msg += f" in {error_code_source}"
         if error_code is not None:
             msg += f" with error code {error_code}"
-            name = errno.errorcode.get(abs(error_code))
-            if name:
-                msg += f" ({name})"
+            meaning = _MEANINGS.get((error_code_source or "", error_code))
+            if meaning:
+                msg += f" ({meaning})"
+        elif error_code_source is None:
+            msg += " without an error code (the daemon refused the request)"
         if detail:
             msg += f": {detail}"
         super().__init__(msg)
@@ -169,10 +196,11 @@ class DirectionStats:
 
 @dataclass(frozen=True)
 class RelayStats:
-    """One relay as the stats endpoint reports it.
+    """One relay slot as the stats endpoint reports it.
 
     ``pci`` is None when the daemon reports no VF or a name that is not a PCI
     address (a bond); ``vf_ident`` keeps the daemon's string either way.
+    ``vhost_path`` is None when the daemon names no socket (``"NONE"``).
     """
 
     relay_id: int
@@ -187,9 +215,19 @@ class RelayStats:
     vf_to_vm: DirectionStats
     vm_to_vf: DirectionStats
 
+    @property
+    def in_use(self) -> bool:
+        """Whether this slot holds a relay: it names a socket or has a VF.
+
+        The daemon lists all its slots, so this (not the list's length) is
+        what counts relays."""
+        return self.vhost_path is not None or self.vf_ident is not None
+
     @classmethod
     def from_message(cls, msg: pb.RelayState) -> RelayStats:
         vhost_path = msg.vhost.vhost_socket_name if msg.HasField("vhost") else None
+        if vhost_path == NO_VHOST:
+            vhost_path = None
         vf_ident = msg.vf.pci_addr_str if msg.HasField("vf") else None
         pci: PciAddress | None = None
         if vf_ident:
@@ -211,6 +249,18 @@ class RelayStats:
             vf_to_vm=DirectionStats.from_message(msg.vf_to_vm),
             vm_to_vf=DirectionStats.from_message(msg.vm_to_vf),
         )
+
+
+@dataclass(frozen=True)
+class RelayUsage:
+    """The daemon's relay slots: how many there are and which are in use."""
+
+    total: int
+    relays: tuple[RelayStats, ...]
+
+    @property
+    def used(self) -> int:
+        return len(self.relays)
 
 
 def vhost_socket_path(value: object, field: str = "vhost_path") -> str:
@@ -353,7 +403,8 @@ class ForwarderClient:
     def add_sock(self, pci: PciAddress | str, vhost_path: str) -> None:
         """Pair the VF ``pci`` with the vhost-user socket ``vhost_path`` (ADD_SOCK).
 
-        Succeeds without change when exactly this pair already exists. Raises
+        Succeeds without change when exactly this pair already exists (the
+        daemon answers ERROR -17; QUERY_PCI confirms the pair). Raises
         :class:`ForwarderError` when the VF or the path is taken by another
         pair, or the daemon fails otherwise.
         """
@@ -368,8 +419,8 @@ class ForwarderClient:
         try:
             self._port_control_call(req)
         except ForwarderError as exc:
-            # Some daemon releases refuse an identical pair even when the
-            # request is conditional; the pair being there is what we wanted.
+            # The daemon refuses an identical pair (ERROR -17, conditional or
+            # not); the pair being there is what we wanted.
             if self._confirm(exc, lambda: self._paired_pci(path) == addr):
                 LOG.debug("ADD_SOCK %s %s: pair exists already (%s)", addr, path, exc)
                 return
@@ -383,7 +434,8 @@ class ForwarderClient:
 
         At least one is required; with both, the daemon removes the pair only
         if they belong together. Succeeds without change when no such pair
-        exists, so unplug can be repeated.
+        exists (the daemon answers ERROR 1; QUERY_PCI or the stats confirm),
+        so unplug can be repeated.
         """
         if pci is None and vhost_path is None:
             raise InvalidValue(
@@ -433,6 +485,16 @@ class ForwarderClient:
             raise ForwarderError("STATS", int(reply.status), "stats", f"status {name}")
         return [RelayStats.from_message(r) for r in reply.relay]
 
+    def relay_usage(self) -> RelayUsage:
+        """All of the daemon's relay slots (their number is its limit) and the
+        relays in use among them, from one stats request."""
+        slots = self.stats()
+        return RelayUsage(total=len(slots), relays=tuple(r for r in slots if r.in_use))
+
+    def relays_in_use(self) -> list[RelayStats]:
+        """The relays that exist: slots with a socket or a VF."""
+        return list(self.relay_usage().relays)
+
     # -- plumbing ------------------------------------------------------------
 
     def _check_open(self) -> None:
@@ -476,7 +538,10 @@ class ForwarderClient:
         try:
             reply = self._port_control_call(req)
         except ForwarderError as exc:
-            if exc.error_code in _NOT_FOUND_CODES:
+            if (exc.error_code, exc.error_code_source) == (
+                _QUERY_NOT_REGISTERED,
+                SOURCE_QUERY_PCI,
+            ):
                 return None
             raise
         if not reply.query_string:
@@ -493,7 +558,7 @@ class ForwarderClient:
         if path is not None:
             return self._paired_pci(path) is not None
         # Only the VF is known: QUERY_PCI is keyed by path, so look at the relays.
-        return any(relay.pci == addr for relay in self.stats())
+        return any(relay.pci == addr for relay in self.relays_in_use())
 
     def close(self) -> None:
         """Close both sockets and the ZeroMQ context; the client is unusable after."""

@@ -1,0 +1,44 @@
+"""Whether virtio-forwarder has room for one more relay.
+
+The daemon has a fixed number of relay slots (MAX_RELAYS, DPDK's
+RTE_MAX_ETHPORTS: 32 in Debian's build), and its stats endpoint lists all of
+them. A forwarder plug beyond that limit would fail at ADD_SOCK (ERROR 2), after
+the VF's driver and settings and the OVS port were changed and had to be undone;
+:func:`check_relay_room` refuses it before anything changes. The caller reads
+the slots from the daemon and passes them in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from smartnic_vif.model.errors import SmartNICError
+from smartnic_vif.model.types import PciAddress
+
+
+class RelayLimitReached(SmartNICError):
+    """Every relay slot of virtio-forwarder is in use."""
+
+    def __init__(self, port_id: str, vf_address: str, used: int, total: int) -> None:
+        self.port_id = port_id
+        self.vf_address = vf_address
+        self.used = used
+        self.total = total
+        super().__init__(
+            f"port {port_id}: virtio-forwarder has no free relay for VF {vf_address}: "
+            f"{used} of its {total} relays are in use ({total} is the daemon's limit, "
+            "MAX_RELAYS); unplug another virtio-forwarder port first"
+        )
+
+
+def check_relay_room(
+    port_id: str, vf_address: str, used: int, total: int, relayed_vfs: Iterable[str]
+) -> None:
+    """Raise :class:`RelayLimitReached` unless a relay can be added for
+    ``vf_address``: a slot is free, or the VF has its relay already (the plug
+    then finds it there and adds none)."""
+    vf = PciAddress.parse(vf_address, "vf_address")
+    if any(PciAddress.parse(a, "relayed_vfs") == vf for a in relayed_vfs):
+        return
+    if used >= total:
+        raise RelayLimitReached(port_id, vf_address, used, total)
