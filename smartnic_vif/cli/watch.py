@@ -85,12 +85,15 @@ class Watcher:
 
         started = time.monotonic()
         actions = reconcile_once(self.session, interrupted=interrupted, port_ids=port_ids)
+        # Each repair is logged by the plugin as it is made; failures here.
         for a in actions:
-            level = logging.ERROR if a.get("failed") else logging.WARNING
-            LOG.log(level, "port %s (VF %s): %s%s", a["port_id"], a["vf"] or "-", a["action"],
-                    "".join(f"\n  - {r}" for r in a.get("repairs", [])))
-        LOG.info("%s: %d port(s) needed action (%.3f s)", why, len(actions),
-                 time.monotonic() - started)
+            if a.get("failed"):
+                LOG.error("port %s (VF %s): %s", a["port_id"], a["vf"] or "-", a["action"])
+            elif "repairs" not in a:
+                LOG.warning("port %s (VF %s): %s", a["port_id"], a["vf"] or "-", a["action"])
+        repaired = sum(1 for a in actions if "repairs" in a)
+        LOG.info("%s: %d port(s) repaired, %d other action(s) (%.3f s)", why, repaired,
+                 len(actions) - repaired, time.monotonic() - started)
 
     # -- what is watched ------------------------------------------------------
     def forwarder_ports(self) -> set[str]:

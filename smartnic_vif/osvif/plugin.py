@@ -278,7 +278,7 @@ class SmartNICPlugin(plugin.PluginBase):
                     f"repair of port {port_id} failed: {repair.describe()}: {e}{so_far}"
                 ) from e
             if repair.problem is not None:
-                LOG.info("port %s: %s", port_id, repair.describe())
+                LOG.warning("port %s repaired: %s", port_id, repair.describe())
                 done.append(repair.describe())
         if observed.errors:
             so_far = f" (repaired: {'; '.join(done)})" if done else ""

@@ -306,6 +306,7 @@ def test_watch_repairs_a_forwarder_restart_and_stops_on_sigterm(sim: Sim) -> Non
         watch.send_signal(signal.SIGTERM)
         assert watch.wait(timeout=DEADLINE) == 0, open(log_path).read()
         assert logged("SIGTERM received, stopping")
+        print(open(log_path).read())  # what it logged, for pytest -s
     finally:
         if watch.poll() is None:
             watch.kill()
