@@ -115,10 +115,18 @@ def test_reconcile_repairs_the_relays_a_forwarder_restart_forgot(sim: Sim) -> No
     drifted = {p["port_id"]: p["drift"] for p in status["ports"] if p["drift"]}
     assert set(drifted) == set(fwd), status
 
+    # Nova's path (init_host plugs every VIF again; attach does the same
+    # through os-vif) repairs the port it plugs, and only that one.
+    again = sim.attach("virtio-forwarder", fwd[0], new_mac())
+    assert again["status"] == "already attached"
+    assert (vfs[0], vhost_of(sim, fwd[0])) in sim.relays()
+    assert (vfs[1], vhost_of(sim, fwd[1])) not in sim.relays()
+
     data = sim.json("reconcile")
     actions = {a["port_id"]: a for a in data["actions"]}
-    assert set(actions) == set(fwd), data  # the direct port had nothing to repair
-    for port_id, vf in zip(fwd, vfs, strict=True):
+    # The direct port had nothing to repair, nor the one attached again.
+    assert set(actions) == {fwd[1]}, data
+    for port_id, vf in zip(fwd[1:], vfs[1:], strict=True):
         a = actions[port_id]
         assert a["vf"] == vf and a["action"] == "repaired 1 problem(s)", a
         [repair] = a["repairs"]
