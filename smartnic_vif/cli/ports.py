@@ -52,8 +52,14 @@ def register(sub: Any) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_status)
 
-    p = sub.add_parser("reconcile", help="finish or undo work a crash interrupted")
+    p = sub.add_parser("reconcile", help="finish or undo work a crash interrupted, and "
+                       "repair what drifted on plugged ports")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--watch", action="store_true",
+                   help="keep running (a systemd service): repair after a virtio-forwarder "
+                   "restart or an OVSDB reconnection, and every --interval seconds")
+    p.add_argument("--interval", type=float, default=60.0, metavar="SECONDS",
+                   help="with --watch: seconds between full passes (default 60)")
     p.set_defaults(handler=cmd_reconcile)
 
     p = sub.add_parser("doctor", help="check OVSDB, bridge, forwarder, VFs and device_spec")
@@ -329,32 +335,71 @@ def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_FAILED if any(p["drift"] for p in ports) else EXIT_OK
 
 
-def cmd_reconcile(args: argparse.Namespace) -> int:
-    session = Session(args)
-    actions = []
-    for record in session.store.all():
-        if record.phase == "plugged":
-            continue
-        if record.vf_address is None:
-            # A normal port whose attach died: unplug whatever os-vif made.
-            from smartnic_vif.decisions import vif_builder
+def reconcile_once(session: Session, interrupted: bool = True,
+                   port_ids: set[str] | None = None) -> list[dict[str, Any]]:
+    """One pass over the claims (those in ``port_ids``, or all): repair what
+    drifted on plugged ports and, with ``interrupted``, finish or undo what a
+    crash interrupted. One action per port that needed one; a port whose
+    repair or recovery failed has ``failed`` set, the others go on."""
+    from smartnic_vif.model.errors import SmartNICError
 
-            vif = _vif_from_record(record)
-            session.os_vif().unplug(vif, vif_builder.instance_info(
-                record.request["instance_uuid"], "reconcile"))
-            session.store.release(record.port_id)
-            what = "unplugged an interrupted normal attach"
-        else:
-            what = session.plugin.recover(record.port_id)
-        actions.append({"port_id": record.port_id, "vf": record.vf_address, "action": what})
+    actions: list[dict[str, Any]] = []
+    for record in session.store.all():
+        if port_ids is not None and record.port_id not in port_ids:
+            continue
+        action: dict[str, Any] = {"port_id": record.port_id, "vf": record.vf_address}
+        try:
+            if record.phase == "plugged":
+                if record.vf_address is None:
+                    continue  # a normal port: os-vif's ovs plugin's, no plan to compare
+                repairs = session.plugin.repair(record.port_id)
+                if not repairs:
+                    continue
+                action.update(action=f"repaired {len(repairs)} problem(s)", repairs=repairs)
+            elif not interrupted:
+                continue
+            elif record.vf_address is None:
+                # A normal port whose attach died: unplug whatever os-vif made.
+                from smartnic_vif.decisions import vif_builder
+
+                vif = _vif_from_record(record)
+                session.os_vif().unplug(vif, vif_builder.instance_info(
+                    record.request["instance_uuid"], "reconcile"))
+                session.store.release(record.port_id)
+                action["action"] = "unplugged an interrupted normal attach"
+            else:
+                action["action"] = session.plugin.recover(record.port_id)
+        except (SmartNICError, OSError) as e:
+            action.update(action=f"failed: {e}", failed=True)
+        actions.append(action)
+    return actions
+
+
+def print_actions(actions: list[dict[str, Any]]) -> None:
+    for a in actions:
+        print(f"port {a['port_id']} (VF {a['vf'] or '-'}): {a['action']}")
+        for repair in a.get("repairs", []):
+            print(f"  - {repair}")
+
+
+def cmd_reconcile(args: argparse.Namespace) -> int:
+    if args.watch:
+        if args.json:
+            raise UsageError("--json cannot be used with --watch (it logs what it does)")
+        if not args.interval > 0:
+            raise UsageError(f"--interval {args.interval:g}: expected a number of seconds > 0")
+        from smartnic_vif.cli import watch
+
+        return watch.run(Session(args), args.interval)
+    session = Session(args)
+    actions = reconcile_once(session)
     if args.json:
         render.emit_json({"actions": actions})
     else:
-        for a in actions:
-            print(f"port {a['port_id']} (VF {a['vf'] or '-'}): {a['action']}")
+        print_actions(actions)
         if not actions:
             print("nothing to reconcile")
-    return EXIT_OK
+    return EXIT_FAILED if any(a.get("failed") for a in actions) else EXIT_OK
 
 
 # -- doctor / pci-spec --------------------------------------------------------------------
@@ -469,4 +514,4 @@ def cmd_pci_spec(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-__all__ = ["register", "port_status", "Session", "cfg"]
+__all__ = ["register", "port_status", "reconcile_once", "Session", "cfg"]

@@ -798,6 +798,16 @@ class OvsdbClient:
     def bridge_exists(self, name: str) -> bool:
         return self.bridge_datapath_type(name) is not None
 
+    def session_state(self) -> tuple[int, bool]:
+        """(seqno, ready) of the shared connection: python-ovs's session
+        seqno grows each time the connection is lost or made again (an
+        ovsdb-server restart, say), and ready means connected with a full
+        copy of the database. Opens the connection if needed."""
+        shared = self._connection()
+        session = getattr(shared.conn.idl, "_session", None)
+        seqno = int(session.get_seqno()) if session is not None else 0
+        return seqno, shared.ready()
+
     def list_ports(self, bridge: str) -> list[str]:
         """Names of the ports of ``bridge``, without its local port, sorted."""
         bridge = ifname(bridge, "bridge")

@@ -33,8 +33,10 @@ from smartnic_vif import conf
 from smartnic_vif.decisions import plug as decide
 from smartnic_vif.decisions import relays
 from smartnic_vif.decisions.plan import Plan
+from smartnic_vif.decisions.repair import plan_repair
 from smartnic_vif.host import executor
 from smartnic_vif.host.backend import Host
+from smartnic_vif.host.observe import observe_port
 from smartnic_vif.host.state import StateStore, VfAlreadyClaimed
 from smartnic_vif.model.errors import HostOperationError, PlanStepFailed, SmartNICError
 from smartnic_vif.osvif import stock
@@ -167,9 +169,9 @@ class SmartNICPlugin(plugin.PluginBase):
                         f"not {port.vf_address}; unplug it first"
                     )
                 if record.phase == "plugged":
-                    # Plugged already: re-assert every change (each one is
-                    # idempotent) to repair drift; hooks do not run twice.
-                    self._reapply(record.plan)
+                    # Plugged already (Nova's init_host plugs every VIF
+                    # again): re-assert what drifted; hooks do not run twice.
+                    self._reapply(record.plan, port.port_id)
                     return
                 # A crashed plug or unplug left this: undo what it did first.
                 self._undo(record.plan, record.steps_started, port.port_id)
@@ -259,10 +261,46 @@ class SmartNICPlugin(plugin.PluginBase):
             raise SmartNICError(f"unplug of port {port_id} incomplete: " + "; ".join(errors))
         self.store.release(port_id)
 
-    def _reapply(self, plan: Plan) -> None:
-        for step in plan.steps:
-            if step.do.name != "run_hook":
-                executor.call(self.host, step.do)
+    def repair(self, port_id: str) -> list[str]:
+        """Re-assert on the host what the plugged port ``port_id``'s plan set
+        and what no longer holds (a relay a daemon restart forgot, a VF or
+        representor a reboot reset, an OVS port edited away), under the VF's
+        lock; hooks do not run again. Returns each repair as "what was wrong
+        -> what was done" (empty: nothing had drifted, or the port is not a
+        plugged passthrough or forwarder port). Raises SmartNICError when the
+        host cannot be read or a repair fails, naming what was repaired."""
+        record = self.store.get(port_id)
+        if record is None or record.vf_address is None or record.phase != "plugged":
+            return []
+        with self.host.vf_lock(record.vf_address):
+            record = self.store.get(port_id)  # what it is now, under the lock
+            if record is None or record.phase != "plugged" or record.plan is None:
+                return []
+            return self._reapply(record.plan, port_id)
+
+    def _reapply(self, plan: Plan, port_id: str) -> list[str]:
+        """Run again the plan's ``do`` steps the host no longer reflects
+        (:func:`smartnic_vif.decisions.repair.plan_repair`), in plan order.
+        The caller holds the VF's lock."""
+        observed = observe_port(self.host, plan)
+        repairs = plan_repair(plan, observed)
+        done: list[str] = []
+        for repair in repairs:
+            try:
+                executor.call(self.host, repair.do)
+            except (SmartNICError, OSError) as e:
+                so_far = f" (repaired: {'; '.join(done)})" if done else ""
+                raise SmartNICError(
+                    f"repair of port {port_id} failed: {repair.describe()}: {e}{so_far}"
+                ) from e
+            if repair.problem is not None:
+                LOG.warning("port %s repaired: %s", port_id, repair.describe())
+                done.append(repair.describe())
+        if observed.errors:
+            so_far = f" (repaired: {'; '.join(done)})" if done else ""
+            raise SmartNICError(f"port {port_id} could not be checked fully: "
+                                + "; ".join(observed.errors) + so_far)
+        return done
 
     # -- normal ports: os-vif's own ovs plugin -----------------------------------
     @property

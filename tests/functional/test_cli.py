@@ -676,7 +676,7 @@ def test_reconcile_with_nothing_to_do(sim: Sim) -> None:
     assert sim.json("reconcile") == {"actions": []}
     text = sim.cli("reconcile")
     assert text.returncode == 0 and text.stdout.strip() == "nothing to reconcile", explain(text)
-    # A plugged port is not reconcile's business.
+    # A plugged port that has not drifted needs nothing.
     port_id = new_id()
     sim.attach("direct", port_id, new_mac())
     assert sim.json("reconcile") == {"actions": []}

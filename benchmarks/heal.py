@@ -1,0 +1,195 @@
+"""How fast ``reconcile --watch`` heals forwarder ports after a virtio-forwarder restart.
+
+One simulated SmartNIC host (1 PF x ``--ports`` VFs, private OVS, forwarder
+simulator) in a network namespace of its own; ``--ports`` forwarder ports
+(32 by default) plugged through ``os_vif.plug``; ``smartnic-vif reconcile
+--watch`` running as its own process, as under systemd.
+
+Each round restarts the forwarder simulator (SIGTERM, then started again; it
+comes back with no relay, as the real daemon does) three times:
+
+- **floor**: with the watch stopped (SIGSTOP), this process adds the relays
+  back itself, ``--ports`` bare ADD_SOCK requests on one client: the least
+  any repair must do once the daemon answers;
+- **one-shot**: with the watch stopped, ``smartnic-vif reconcile`` run as a
+  process (startup, config, privileged helper, OVSDB connection, then the
+  repairs);
+- **watch**: with the watch running, nothing else.
+
+Times are from the restarted daemon answering (the simulator is listening:
+its pidfile and socket exist) until its stats list every port's relay again
+(polled every 10 ms on the stats endpoint); "from kill" adds the time the
+old daemon took to stop and the new one to start. The ratio is each median
+over the floor's, measured in the same rounds.
+
+Usage (root): ``.venv/bin/python benchmarks/heal.py [--ports 32] [--rounds 5]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from typing import Any
+
+import os_vif
+from os_vif import objects as o
+from oslo_config import cfg
+
+from smartnic_vif import conf
+from smartnic_vif.decisions import vif_builder
+from smartnic_vif.host import privileged
+from smartnic_vif.host.discovery import discover
+from smartnic_vif.host.forwarder.client import ForwarderClient
+from smartnic_vif.host.ovsdb import OvsdbClient, close_all
+from smartnic_vif.osvif.objects import VIFPortProfileForwarder
+from smartnic_vif.sim.host import SimulatedHost, stop_pid
+
+CLONE_NEWNET = 0x40000000
+
+
+def private_netns() -> None:
+    """This process and everything it starts from now on in a fresh network
+    namespace: a userspace OVS elsewhere on the machine cannot collide."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.unshare(CLONE_NEWNET) != 0:
+        raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWNET)")
+    subprocess.run([shutil.which("ip") or "/usr/sbin/ip", "link", "set", "lo", "up"],  # noqa: S603
+                   check=True)
+
+
+def relays_in_use(client: ForwarderClient) -> set[tuple[str, str]]:
+    try:
+        stats = client.stats()
+    except Exception:  # the daemon is not (yet) answering
+        return set()
+    return {(r.vhost_path, str(r.pci)) for r in stats
+            if r.vhost_path and r.vhost_path != "NONE" and r.pci is not None}
+
+
+def restart(host: SimulatedHost) -> tuple[float, float]:
+    """Restart the forwarder simulator; (when it was killed, when it answers)."""
+    killed = time.perf_counter()
+    stop_pid(os.path.join(host.layout.forwarder_dir, "forwarder.pid"))
+    host._start_forwarder()
+    return killed, time.perf_counter()
+
+
+def wait_all(client: ForwarderClient, pairs: set[tuple[str, str]], limit: float = 60) -> float:
+    end = time.perf_counter() + limit
+    while not pairs <= relays_in_use(client):
+        if time.perf_counter() > end:
+            raise RuntimeError(f"relays not back within {limit} s")
+        time.sleep(0.01)
+    return time.perf_counter()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--ports", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    n = args.ports
+    private_netns()
+    host = SimulatedHost.create(tempfile.mkdtemp(prefix="snv-heal-", dir="/tmp"),
+                                pfs=1, vfs_per_pf=n)
+    watch: subprocess.Popen[Any] | None = None
+    vifs: list[Any] = []
+    inst = vif_builder.instance_info(str(uuid.uuid4()), "bench")
+    try:
+        conf.register(cfg.CONF)
+        cfg.CONF(args=[], default_config_files=[host.config_file])
+        group = cfg.CONF[conf.GROUP]
+        privileged.start()
+        os_vif.initialize()
+        OvsdbClient(group.ovsdb_connection, 10).ensure_bridge("br-int", "netdev")
+        vfs = list(discover(host.dir).vfs())[:n]
+        net = o.network.Network(id=str(uuid.uuid4()), bridge="br-int", mtu=1500)
+        for i, vf in enumerate(vfs):
+            port_id = str(uuid.uuid4())
+            vifs.append(o.vif.VIFVHostUser(
+                id=port_id, address=f"fa:16:3e:aa:{i >> 8:02x}:{i & 0xFF:02x}", network=net,
+                plugin="smartnic", vif_name=("tap" + port_id)[:14],
+                path=f"{host.layout.vhost_dir}/vhu{port_id[:11]}", mode="server",
+                port_profile=VIFPortProfileForwarder(interface_id=port_id,
+                                                     representor_address=vf.address)))
+            os_vif.plug(vifs[-1], inst)
+        pairs = {(v.path, v.port_profile.representor_address) for v in vifs}
+        client = ForwarderClient(group.forwarder_port_control_endpoint,
+                                 group.forwarder_stats_endpoint, 2.0)
+        assert relays_in_use(client) == pairs
+
+        cli = [sys.executable, "-m", "smartnic_vif.cli.main", "--config-file",
+               host.config_file]
+        log_path = os.path.join(host.dir, "watch.log")
+        with open(log_path, "w") as log:
+            watch = subprocess.Popen([*cli, "reconcile", "--watch"],  # noqa: S603
+                                     stdout=log, stderr=subprocess.STDOUT)
+        while "watching" not in open(log_path).read():
+            time.sleep(0.05)
+
+        results: dict[str, list[float]] = {"floor": [], "one-shot": [], "watch": []}
+        from_kill: dict[str, list[float]] = {k: [] for k in results}
+        for _ in range(args.rounds):
+            # floor
+            watch.send_signal(signal.SIGSTOP)
+            killed, back = restart(host)
+            client.close()
+            client = ForwarderClient(group.forwarder_port_control_endpoint,
+                                     group.forwarder_stats_endpoint, 2.0)
+            for path, vf in sorted(pairs):
+                client.add_sock(vf, path)
+            done = wait_all(client, pairs)
+            results["floor"].append(done - back)
+            from_kill["floor"].append(done - killed)
+            # one-shot reconcile, as a process
+            killed, back = restart(host)
+            subprocess.run([*cli, "reconcile"], check=True,  # noqa: S603
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            done = wait_all(client, pairs)
+            results["one-shot"].append(done - back)
+            from_kill["one-shot"].append(done - killed)
+            # the watch
+            watch.send_signal(signal.SIGCONT)
+            time.sleep(1.0)  # let it look at the healed daemon once
+            killed, back = restart(host)
+            done = wait_all(client, pairs)
+            results["watch"].append(done - back)
+            from_kill["watch"].append(done - killed)
+            time.sleep(1.0)  # its pass is over before the next round stops it
+        client.close()
+
+        floor = statistics.median(results["floor"])
+        print(f"{n} forwarder ports, {args.rounds} rounds; seconds from the restarted "
+              "forwarder answering until every relay is back")
+        print(f"{'how':10} {'median':>8} {'min':>8} {'max':>8} {'from kill':>10} {'/floor':>8}")
+        for name, t in results.items():
+            print(f"{name:10} {statistics.median(t):8.3f} {min(t):8.3f} {max(t):8.3f}"
+                  f" {statistics.median(from_kill[name]):10.3f}"
+                  f" {statistics.median(t) / floor:8.2f}")
+    finally:
+        if watch is not None:
+            watch.send_signal(signal.SIGCONT)
+            watch.send_signal(signal.SIGTERM)
+            rc = watch.wait(timeout=30)
+            print(f"watch exited with status {rc}")
+        for vif in vifs:
+            try:
+                os_vif.unplug(vif, inst)
+            except Exception as e:  # keep tearing down
+                print(f"unplug {vif.id}: {e}")
+        close_all()
+        privileged.stop()
+        host.destroy()
+
+
+if __name__ == "__main__":
+    main()
