@@ -46,6 +46,9 @@ POLL = 0.25
 STATS_TIMEOUT = 0.5
 
 
+# The relays in use, each as (relay slot, VF, vhost-user socket).
+RelaySet = frozenset[tuple[int, str | None, str | None]]
+
 def sd_notify(state: str) -> None:
     """Tell systemd ``state`` (READY=1, STOPPING=1) if it asked to be told."""
     address = os.environ.get("NOTIFY_SOCKET")
@@ -73,7 +76,7 @@ class Watcher:
         self.stats_client = ForwarderClient(
             group.forwarder_port_control_endpoint, group.forwarder_stats_endpoint,
             min(float(group.forwarder_timeout), STATS_TIMEOUT))
-        self.relays: frozenset[tuple[str, str]] | None = None
+        self.relays: RelaySet | None = None
         self.forwarder_answers: bool | None = None
         self.ovsdb_seqno: int | None = None
         self.ovsdb_lost = False
@@ -112,8 +115,7 @@ class Watcher:
                 LOG.warning("virtio-forwarder does not answer: %s", e)
             self.forwarder_answers = False
             return
-        relays = frozenset((r.vhost_path, str(r.pci)) for r in stats
-                           if r.vhost_path and r.vhost_path != "NONE" and r.pci is not None)
+        relays = _relays_in_use(stats)
         came_back = self.forwarder_answers is False
         changed = self.relays is not None and relays != self.relays
         self.forwarder_answers = True
@@ -124,10 +126,9 @@ class Watcher:
             # What the repairs did is not a change to react to again.
             self.relays = self._relays_now(relays)
 
-    def _relays_now(self, default: frozenset[tuple[str, str]]) -> frozenset[tuple[str, str]]:
+    def _relays_now(self, default: RelaySet) -> RelaySet:
         try:
-            return frozenset((r.vhost_path, str(r.pci)) for r in self.stats_client.stats()
-                             if r.vhost_path and r.vhost_path != "NONE" and r.pci is not None)
+            return _relays_in_use(self.stats_client.stats())
         except HostOperationError:
             return default
 
@@ -166,6 +167,13 @@ class Watcher:
         LOG.info("stopped")
         self.stats_client.close()
         return EXIT_OK
+
+
+def _relays_in_use(stats: Any) -> RelaySet:
+    """The daemon's relays in use, each as (slot, VF, socket). A VM that is
+    not connected yet shows its socket as "NONE", so the VF counts as much as
+    the socket; a restarted daemon has none of them."""
+    return frozenset((r.relay_id, r.vf_ident, r.vhost_path) for r in stats if r.in_use)
 
 
 def run(session: Any, interval: float) -> int:

@@ -267,7 +267,7 @@ def _remove_relay(sim: Sim, vf: str, vhost: str) -> None:
 
 
 # -- watch mode ----------------------------------------------------------------------------
-def test_watch_repairs_a_forwarder_restart_and_stops_on_sigterm(sim: Sim) -> None:
+def test_watch_repairs_a_forwarder_restart_and_stops_on_sigterm(sim: Sim, tmp_path: Any) -> None:
     before = sim.snapshot()
     fwd = [new_id(), new_id()]
     direct = new_id()
@@ -276,7 +276,8 @@ def test_watch_repairs_a_forwarder_restart_and_stops_on_sigterm(sim: Sim) -> Non
     pairs = sim.relays()
     assert len(pairs) == 2
     plugged = sim.snapshot()
-    log_path = os.path.join(sim.dir, "watch.log")
+    # Not in the simulated host's directory: destroy keeps what it did not make.
+    log_path = os.path.join(tmp_path, "watch.log")
     with open(log_path, "w") as log:
         watch = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
             sim.argv("reconcile", "--watch", "--interval", "3600"),
