@@ -51,7 +51,7 @@ from smartnic_vif.host.discovery import discover
 from smartnic_vif.host.forwarder.client import ForwarderClient
 from smartnic_vif.host.ovsdb import OvsdbClient, close_all
 from smartnic_vif.osvif.objects import VIFPortProfileForwarder
-from smartnic_vif.sim.host import SimulatedHost, stop_pid
+from smartnic_vif.sim.host import SimulatedHost
 
 CLONE_NEWNET = 0x40000000
 
@@ -66,24 +66,24 @@ def private_netns() -> None:
                    check=True)
 
 
-def relays_in_use(client: ForwarderClient) -> set[tuple[str, str]]:
+def relays_in_use(client: ForwarderClient) -> set[str]:
+    """The VFs the daemon relays now (a VM that is not connected shows its
+    socket as "NONE", so the VF is what identifies a relay)."""
     try:
         stats = client.stats()
     except Exception:  # the daemon is not (yet) answering
         return set()
-    return {(r.vhost_path, str(r.pci)) for r in stats
-            if r.vhost_path and r.vhost_path != "NONE" and r.pci is not None}
+    return {r.vf_ident.lower() for r in stats if r.in_use and r.vf_ident}
 
 
 def restart(host: SimulatedHost) -> tuple[float, float]:
     """Restart the forwarder simulator; (when it was killed, when it answers)."""
     killed = time.perf_counter()
-    stop_pid(os.path.join(host.layout.forwarder_dir, "forwarder.pid"))
-    host._start_forwarder()
+    host.restart_forwarder()
     return killed, time.perf_counter()
 
 
-def wait_all(client: ForwarderClient, pairs: set[tuple[str, str]], limit: float = 60) -> float:
+def wait_all(client: ForwarderClient, pairs: set[str], limit: float = 60) -> float:
     end = time.perf_counter() + limit
     while not pairs <= relays_in_use(client):
         if time.perf_counter() > end:
@@ -122,14 +122,14 @@ def main() -> None:
                 port_profile=VIFPortProfileForwarder(interface_id=port_id,
                                                      representor_address=vf.address)))
             os_vif.plug(vifs[-1], inst)
-        pairs = {(v.path, v.port_profile.representor_address) for v in vifs}
+        pairs = {v.port_profile.representor_address.lower() for v in vifs}
         client = ForwarderClient(group.forwarder_port_control_endpoint,
                                  group.forwarder_stats_endpoint, 2.0)
         assert relays_in_use(client) == pairs
 
         cli = [sys.executable, "-m", "smartnic_vif.cli.main", "--config-file",
                host.config_file]
-        log_path = os.path.join(host.dir, "watch.log")
+        log_path = os.path.join(tempfile.mkdtemp(prefix="snv-heal-log-"), "watch.log")
         with open(log_path, "w") as log:
             watch = subprocess.Popen([*cli, "reconcile", "--watch"],  # noqa: S603
                                      stdout=log, stderr=subprocess.STDOUT)
@@ -145,8 +145,8 @@ def main() -> None:
             client.close()
             client = ForwarderClient(group.forwarder_port_control_endpoint,
                                      group.forwarder_stats_endpoint, 2.0)
-            for path, vf in sorted(pairs):
-                client.add_sock(vf, path)
+            for v in vifs:
+                client.add_sock(v.port_profile.representor_address, v.path)
             done = wait_all(client, pairs)
             results["floor"].append(done - back)
             from_kill["floor"].append(done - killed)
