@@ -34,6 +34,7 @@ from smartnic_vif.decisions import plug as decide
 from smartnic_vif.decisions.plan import Plan
 from smartnic_vif.host import executor
 from smartnic_vif.host.backend import Host
+from smartnic_vif.host.forwarder.client import check_vhost_socket
 from smartnic_vif.host.state import StateStore, VfAlreadyClaimed
 from smartnic_vif.model.errors import PlanStepFailed, SmartNICError
 from smartnic_vif.osvif import stock
@@ -81,6 +82,7 @@ class SmartNICPlugin(plugin.PluginBase):
             vfio_driver=self.config.vfio_driver,
             hook=bool(self.config.vendor_hook),
             default_bridge=self.config.integration_bridge,
+            vhost_socket_dirs=conf.vhost_socket_dirs(self.config),
         )
 
     def describe(self) -> objects.host_info.HostPluginInfo:
@@ -142,6 +144,8 @@ class SmartNICPlugin(plugin.PluginBase):
 
     def plug_port(self, port: decide.PortRequest) -> None:
         assert port.vf_address is not None
+        if port.vhost_path is not None:
+            check_vhost_socket(port.vhost_path, self.options.vhost_socket_dirs, "vif.path")
         with self.host.vf_lock(port.vf_address):
             record = self.store.get(port.port_id)
             if record is not None and record.plan is not None:
