@@ -49,8 +49,8 @@ from types import TracebackType
 import zmq
 
 from smartnic_vif.host.forwarder import virtio_forwarder_pb2 as pb
+from smartnic_vif.model import types as model_types
 from smartnic_vif.model.errors import HostOperationError, InvalidValue
-from smartnic_vif.model import types
 from smartnic_vif.model.types import PciAddress
 
 LOG = logging.getLogger(__name__)
@@ -62,7 +62,7 @@ DEFAULT_TIMEOUT = 2.0
 
 # sockaddr_un.sun_path is 108 bytes including the terminating NUL; the daemon
 # (through DPDK's vhost library) cannot use a longer path.
-MAX_VHOST_PATH_BYTES = types.MAX_SOCKET_PATH_BYTES
+MAX_VHOST_PATH_BYTES = model_types.MAX_SOCKET_PATH_BYTES
 _UINT32_MAX = 0xFFFFFFFF
 
 # Error codes with which a daemon says "no such socket/VF": for QUERY_PCI they
@@ -220,7 +220,7 @@ def vhost_socket_path(value: object, field: str = "vhost_path") -> str:
     """Check a vhost-user socket path the daemon can use; return it unchanged
     (:func:`smartnic_vif.model.types.vhost_socket_path`, without the
     directory check, which the plugin does before a plug)."""
-    return types.vhost_socket_path(value, field)
+    return model_types.vhost_socket_path(value, field)
 
 
 def check_vhost_socket(path: str, dirs: Sequence[str], field: str = "vhost_path") -> None:
@@ -246,7 +246,7 @@ def check_vhost_socket(path: str, dirs: Sequence[str], field: str = "vhost_path"
     if dirs:
         parent = os.path.realpath(os.path.dirname(path))
         real_dirs = [os.path.realpath(d) for d in dirs]
-        if not any(parent == d or types.is_inside(parent, d) for d in real_dirs):
+        if not any(parent == d or model_types.is_inside(parent, d) for d in real_dirs):
             raise InvalidValue(
                 field, path, f"its directory is {parent} once symlinks are resolved, "
                 f"outside the vhost-user socket directories ({', '.join(real_dirs)})"
