@@ -537,7 +537,7 @@ def cmd_pci_spec(args: argparse.Namespace) -> int:
         pf, sep, physnet = item.partition("=")
         if not sep or not pf:
             raise UsageError(f"--physnet-map {item!r}: expected PF=PHYSNET")
-        physnets[pf] = physnet or None
+        physnets[pf] = types.physnet(physnet, "--physnet-map") if physnet else None
     inventory = discover(group.sysfs_root)
     if not physnets:
         physnets = {pf.address: None for pf in inventory.pfs if pf.switchdev}

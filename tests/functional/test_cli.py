@@ -842,6 +842,8 @@ BAD_INPUT: dict[str, tuple[list[str], list[str]]] = {
         ["--vhost-path", "107 bytes"],
     ),
     "sysfs root": (["--sysfs-root", "/tmp", "inventory"], ["--sysfs-root", "/tmp"]),
+    "physnet map physnet": (["pci-spec", "--physnet-map", f"{PF0}=phys\x1b[2Jnet"],
+                            ["--physnet-map", "phys\\x1b[2Jnet"]),
     "bridge": (_attach_args(bridge="br int"), ["--bridge", "br int"]),
     "detach port id": (["detach", "--port-id", "nope"], ["--port-id", "nope"]),
     "physnet map": (["pci-spec", "--physnet-map", "physnet1"], ["--physnet-map", "physnet1"]),
