@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
-from dataclasses import fields
+from dataclasses import fields, replace
 from typing import Any
 
 from os_vif import exception as osv_exception
@@ -124,7 +124,10 @@ class SmartNICPlugin(plugin.PluginBase):
 
     def unplug(self, vif: Any, instance_info: Any) -> None:
         try:
-            port = decide.port_from_vif(vif, str(instance_info.uuid), self.options)
+            # The socket directory check guards plugs only: a port plugged
+            # before the directories changed must still come off.
+            port = decide.port_from_vif(vif, str(instance_info.uuid),
+                                        replace(self.options, vhost_socket_dirs=()))
             if port.mode == decide.NORMAL:
                 self._unplug_normal(vif, instance_info, port)
             else:

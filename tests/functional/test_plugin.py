@@ -283,6 +283,22 @@ def test_a_vhost_path_os_vif_hands_over_is_checked_before_anything_changes(
         os.unlink(escape)
 
 
+def test_a_port_plugged_before_the_socket_directories_changed_can_be_unplugged(
+    env: PluginEnv,
+) -> None:
+    """The directory check guards plugs; it never blocks a clean-up."""
+    vf = env.vf(1, 4)
+    before = env.snapshot()
+    vif = forwarder_vif(env, vf)
+    os_vif.plug(vif, INSTANCE)
+    try:
+        env.override("vhostuser_socket_dir", "/var/lib/elsewhere")
+        os_vif.unplug(vif, INSTANCE)
+    finally:
+        env.clear_overrides()
+    assert env.snapshot() == before
+
+
 @pytest.mark.parametrize("mode", ["passthrough", "forwarder"])
 def test_representor_keeps_its_name_when_none_is_wished(env: PluginEnv, mode: str) -> None:
     vf = env.vf(0, 4)
