@@ -236,9 +236,6 @@ def cmd_attach(args: argparse.Namespace) -> int:
     return _print_attached(args, vf.address if vf else None, vif, libvirt_xml)
 
 
-_VNIC_MODES = {"normal": "normal", "direct": "passthrough", "virtio-forwarder": "forwarder"}
-
-
 def _field(obj: Any, attr: str) -> Any:
     """A versioned object's field, None when it has no such field or it is unset."""
     if obj is None or attr not in obj.fields or not obj.obj_attr_is_set(attr):
@@ -269,9 +266,10 @@ def _attach_differences(existing: Any, vif: Any, args: argparse.Namespace,
     """What ``args`` ask differently from the attached port ``existing``
     (whose VIF is ``vif``), one "OPTION NEW (attached: OLD)" per option."""
     from smartnic_vif.decisions import vif_builder
+    from smartnic_vif.model.vnic import plug_mode_for
 
-    if _VNIC_MODES[args.vnic_type] != existing.mode:
-        old_type = next(t for t, m in _VNIC_MODES.items() if m == existing.mode)
+    if str(plug_mode_for(args.vnic_type)) != existing.mode:
+        old_type = next(t for t in VNIC_CHOICES if str(plug_mode_for(t)) == existing.mode)
         return [f"--vnic-type {args.vnic_type} (attached: {old_type})"]
     if existing.vf_address is not None:
         # The VIF these arguments make on the VF the port holds.
