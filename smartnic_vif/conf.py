@@ -13,6 +13,8 @@ from typing import Any
 
 from oslo_config import cfg
 
+from smartnic_vif.model import types
+
 GROUP = "os_vif_smartnic"
 AGILIO_GROUP = "os_vif_agilio_ovs"
 DEFAULT_CONFIG_FILE = "/etc/smartnic-vif/smartnic-vif.conf"
@@ -48,7 +50,7 @@ OPTS: list[cfg.Opt] = [
     cfg.StrOpt(
         "default_datapath_type",
         default="system",
-        choices=["system", "netdev"],
+        choices=list(types.DATAPATH_TYPES),
         help="datapath_type given to a bridge this project creates. An existing "
         "bridge's datapath_type is never changed.",
     ),
@@ -56,6 +58,7 @@ OPTS: list[cfg.Opt] = [
         "network_device_mtu",
         default=1500,
         min=68,
+        max=65535,
         help="MTU used when the VIF's network carries none.",
     ),
     cfg.StrOpt(
@@ -103,9 +106,31 @@ OPTS: list[cfg.Opt] = [
     cfg.StrOpt(
         "vhostuser_socket_dir",
         default="/var/lib/vhost_sockets",
-        help="Directory of vhost-user sockets, used by the CLI to name a forwarder port's socket.",
+        help="Directory of vhost-user sockets, used by the CLI to name a forwarder port's "
+        "socket; a socket path must be inside it or one of vhostuser_socket_dirs.",
+    ),
+    cfg.ListOpt(
+        "vhostuser_socket_dirs",
+        default=[],
+        help="Further directories where a forwarder port's vhost-user socket may be "
+        "(besides vhostuser_socket_dir).",
+    ),
+    cfg.BoolOpt(
+        "vhostuser_socket_dir_check",
+        default=True,
+        help="Refuse a vhost-user socket path outside vhostuser_socket_dir and "
+        "vhostuser_socket_dirs (QEMU in server mode deletes what is at the path). "
+        "Paths are always checked for their form and for an existing file that is "
+        "not a socket.",
     ),
 ]
+
+
+def vhost_socket_dirs(group: Any) -> tuple[str, ...]:
+    """The directories a vhost-user socket must be inside; () when the check is off."""
+    if not group.vhostuser_socket_dir_check:
+        return ()
+    return tuple(d for d in (group.vhostuser_socket_dir, *group.vhostuser_socket_dirs) if d)
 
 
 def register(conf: cfg.ConfigOpts, group: str = GROUP) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -28,7 +29,10 @@ class UsageError(Exception):
 
 def load_config(args: argparse.Namespace) -> Any:
     """Read the config files into oslo.config's global CONF (which os-vif's own
-    ovs plugin and oslo.privsep read too) and return ``[os_vif_smartnic]``."""
+    ovs plugin and oslo.privsep read too) and return ``[os_vif_smartnic]``.
+
+    Every option is read once here, so a bad value is reported as usage
+    (naming the file and the option) before anything runs."""
     files = list(args.config_file or [])
     if not files and os.path.exists(conf.DEFAULT_CONFIG_FILE):
         files = [conf.DEFAULT_CONFIG_FILE]
@@ -41,11 +45,51 @@ def load_config(args: argparse.Namespace) -> Any:
         conf.register(cfg.CONF)
     except cfg.DuplicateOptError:
         pass
-    cfg.CONF(args=[], project="smartnic-vif", default_config_files=files)
+    try:
+        cfg.CONF(args=[], project="smartnic-vif", default_config_files=files)
+    except cfg.Error as e:  # a file that does not parse
+        raise UsageError(f"--config-file: {e}") from None
     group = cfg.CONF[conf.GROUP]
+    for opt in conf.OPTS:
+        try:
+            getattr(group, opt.name)
+        except (cfg.ConfigFileValueError, ValueError) as e:
+            raise UsageError(_bad_option(opt.name, e, files)) from None
     if getattr(args, "sysfs_root", None):
+        from smartnic_vif.host.discovery import SysfsReader
+        from smartnic_vif.model.errors import DiscoveryError
+
+        try:
+            SysfsReader(args.sysfs_root)
+        except DiscoveryError:
+            raise UsageError(f"--sysfs-root {args.sysfs_root!r}: not a sysfs tree "
+                             "(no sys/bus/pci/devices under it)") from None
         cfg.CONF.set_override("sysfs_root", args.sysfs_root, group=conf.GROUP)
     return group
+
+
+_LOCATION_RE = re.compile(r"detail='(?P<file>[^']*)'\) is not valid: (?P<reason>.*)$", re.S)
+
+
+def _bad_option(name: str, error: Exception, files: Sequence[str]) -> str:
+    """One line for an option whose value oslo.config refuses."""
+    found = _LOCATION_RE.search(str(error))
+    where = found["file"] if found else ", ".join(files) or "the config files"
+    reason = found["reason"] if found else str(error)
+    return f"{where}: [{conf.GROUP}] {name}: {reason.splitlines()[0] if reason else ''}"
+
+
+def config_field(name: str) -> str:
+    """How to name option ``name`` of ``[os_vif_smartnic]`` in an error: the
+    option and the file it was read from (after :func:`load_config`)."""
+    try:
+        location = cfg.CONF.get_location(name, conf.GROUP)
+    except (cfg.Error, ValueError):
+        location = None
+    source = getattr(location, "detail", None) if location is not None else None
+    if source and os.path.isfile(source):
+        return f"{name} in [{conf.GROUP}] of {source}"
+    return f"{name} (default of [{conf.GROUP}])"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -140,4 +184,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # ``python -m smartnic_vif.cli.main``: run the module the subcommands
+    # import (this file runs as __main__, a second copy whose UsageError
+    # they would not raise).
+    from smartnic_vif.cli.main import main as _main
+
+    sys.exit(_main())

@@ -17,10 +17,11 @@ from typing import Any
 
 from oslo_config import cfg
 
+from smartnic_vif import conf
 from smartnic_vif.cli import render
-from smartnic_vif.cli.main import EXIT_FAILED, EXIT_OK, UsageError, load_config
+from smartnic_vif.cli.main import EXIT_FAILED, EXIT_OK, UsageError, config_field, load_config
 from smartnic_vif.model import types
-from smartnic_vif.model.errors import InvalidValue
+from smartnic_vif.model.errors import InvalidValue, SmartNICError
 
 VNIC_CHOICES = ("normal", "direct", "virtio-forwarder")
 CLAIM_RETRIES = 16
@@ -109,18 +110,32 @@ def _uuid(value: str, field: str) -> str:
 
 
 def _port_dict(args: argparse.Namespace, group: Any, port_id: str, mac: str) -> dict[str, Any]:
+    # Each value is named as the user gave it: the option, or the config
+    # option and its file.
+    if args.bridge is not None:
+        bridge = types.ifname(args.bridge, "--bridge")
+    else:
+        bridge = types.ifname(group.integration_bridge, config_field("integration_bridge"))
     details: dict[str, Any] = {
-        "bridge_name": types.ifname(args.bridge or group.integration_bridge, "--bridge"),
-        "datapath_type": group.default_datapath_type,
+        "bridge_name": bridge,
+        "datapath_type": types.datapath_type(group.default_datapath_type,
+                                             config_field("default_datapath_type")),
         "port_filter": False,
         "ovs_hybrid_plug": False,
     }
     if args.vnic_type == "virtio-forwarder":
-        path = args.vhost_path or os.path.join(group.vhostuser_socket_dir, ("vhu" + port_id)[:14])
-        if not os.path.isabs(path) or len(path.encode()) > 107 or "\0" in path:
-            raise InvalidValue("--vhost-path", path, "expected an absolute path, at most 107 bytes")
+        from smartnic_vif.host.forwarder.client import check_vhost_socket
+
+        dirs = conf.vhost_socket_dirs(group)
+        if args.vhost_path is not None:
+            path = types.vhost_socket_path(args.vhost_path, "--vhost-path", dirs)
+        else:
+            path = types.vhost_socket_path(
+                os.path.join(group.vhostuser_socket_dir, ("vhu" + port_id)[:14]),
+                config_field("vhostuser_socket_dir"), dirs)
+        check_vhost_socket(path, dirs, "--vhost-path")
         details.update(vhostuser_socket=path, vhostuser_mode="server", vhostuser_ovs_plug=True)
-    elif args.vhost_path:
+    elif args.vhost_path is not None:
         raise UsageError("--vhost-path is only for --vnic-type virtio-forwarder")
     profile: dict[str, Any] = {}
     if args.vnic_type == "direct":
@@ -167,15 +182,24 @@ def cmd_attach(args: argparse.Namespace) -> int:
     port_id = _uuid(args.port_id, "--port-id")
     instance_uuid = _uuid(args.instance_uuid, "--instance-uuid")
     mac = types.unicast_mac(args.mac, "--mac")
+    if args.vif_name is not None:
+        types.ifname(args.vif_name, "--vif-name")
+    if args.physnet is not None:
+        types.physnet(args.physnet, "--physnet")
     session = Session(args)
     port = _port_dict(args, session.group, port_id, mac)
     network = _network(args)
     request = pci_request_for_port(port, network)
     existing = session.store.get(port_id)
     if existing is not None and existing.phase == "plugged" and not args.dry_run:
-        # Plugging again re-asserts every change (each is idempotent), which
-        # repairs drift; with none, nothing changes.
         vif = _vif_from_record(existing)
+        differences = _attach_differences(existing, vif, args, port, network, instance_uuid)
+        if differences:
+            raise SmartNICError(
+                f"port {port_id} is already attached with other arguments: "
+                f"{'; '.join(differences)}; detach it first to attach it differently")
+        # The same arguments: plugging again re-asserts every change (each
+        # is idempotent), which repairs drift; with none, nothing changes.
         session.os_vif().plug(vif, vif_builder.instance_info(
             existing.request["instance_uuid"], f"instance-{existing.request['instance_uuid'][:8]}"))
         return _print_attached(args, existing.vf_address, vif, libvirt_xml, note="already attached")
@@ -194,7 +218,8 @@ def cmd_attach(args: argparse.Namespace) -> int:
             session.store.claim(
                 port_id, vf.address if vf else None, str(port_from_vif(
                     vif, instance_uuid, session.plugin.options).mode),
-                {"vif": vif.obj_to_primitive(), "instance_uuid": instance_uuid},
+                {"vif": vif.obj_to_primitive(), "instance_uuid": instance_uuid,
+                 "physnet": args.physnet},
             )
             break
         except VfAlreadyClaimed:
@@ -215,6 +240,70 @@ def cmd_attach(args: argparse.Namespace) -> int:
     if vf is None:
         session.store.set_phase(port_id, "plugged")
     return _print_attached(args, vf.address if vf else None, vif, libvirt_xml)
+
+
+def _field(obj: Any, attr: str) -> Any:
+    """A versioned object's field, None when it has no such field or it is unset."""
+    if obj is None or attr not in obj.fields or not obj.obj_attr_is_set(attr):
+        return None
+    return getattr(obj, attr)
+
+
+def _attach_arguments(vif: Any, instance_uuid: str, physnet: str | None) -> dict[str, Any]:
+    """What ``attach``'s options made of ``vif``, by option."""
+    profile = _field(vif, "port_profile")
+    network = _field(vif, "network")
+    return {
+        "--mac": str(vif.address).lower(),
+        "--instance-uuid": instance_uuid,
+        "--bridge": _field(network, "bridge"),
+        # The network id is made from the physnet (_network_id).
+        "--physnet": (_field(network, "id"), physnet),
+        "--mtu": _field(network, "mtu"),
+        "--trusted": bool(_field(profile, "trusted")),
+        "--vhost-path": _field(vif, "path"),
+        "--vif-name": _field(vif, "vif_name") or _field(profile, "representor_name"),
+    }
+
+
+def _attach_differences(existing: Any, vif: Any, args: argparse.Namespace,
+                        port: dict[str, Any], network: dict[str, Any],
+                        instance_uuid: str) -> list[str]:
+    """What ``args`` ask differently from the attached port ``existing``
+    (whose VIF is ``vif``), one "OPTION NEW (attached: OLD)" per option."""
+    from smartnic_vif.decisions import vif_builder
+    from smartnic_vif.model.vnic import plug_mode_for
+
+    if str(plug_mode_for(args.vnic_type)) != existing.mode:
+        old_type = next(t for t in VNIC_CHOICES if str(plug_mode_for(t)) == existing.mode)
+        return [f"--vnic-type {args.vnic_type} (attached: {old_type})"]
+    if existing.vf_address is not None:
+        # The VIF these arguments make on the VF the port holds.
+        port = {**port, "binding:profile": {**port["binding:profile"],
+                                            "pci_slot": existing.vf_address}}
+    wanted = vif_builder.build_vif(port, network=network, devname=args.vif_name)
+    # A claim made before "physnet" was recorded: show its network id.
+    old_physnet = existing.request.get("physnet", f"network {vif.network.id}")
+    old = _attach_arguments(vif, existing.request.get("instance_uuid", ""), old_physnet)
+    new = _attach_arguments(wanted, instance_uuid, args.physnet)
+    differences = []
+    for option, value in new.items():
+        if option == "--physnet":
+            # Compared by network id; shown by name where the claim has it.
+            if value[0] == old[option][0]:
+                continue
+            value, was = value[1], old[option][1]
+        elif value == old[option]:
+            continue
+        else:
+            was = old[option]
+        differences.append(f"{option} {_shown(value)} (attached: {_shown(was)})")
+    return differences
+
+
+def _shown(value: Any) -> str:
+    return "not given" if value is None or value is False else (
+        "given" if value is True else str(value))
 
 
 def _print_plan(args: argparse.Namespace, session: Session, vif: Any, instance_uuid: str,
@@ -495,7 +584,7 @@ def cmd_pci_spec(args: argparse.Namespace) -> int:
         pf, sep, physnet = item.partition("=")
         if not sep or not pf:
             raise UsageError(f"--physnet-map {item!r}: expected PF=PHYSNET")
-        physnets[pf] = physnet or None
+        physnets[pf] = types.physnet(physnet, "--physnet-map") if physnet else None
     inventory = discover(group.sysfs_root)
     if not physnets:
         physnets = {pf.address: None for pf in inventory.pfs if pf.switchdev}

@@ -65,6 +65,8 @@ class PlugOptions:
     vfio_driver: str = "vfio-pci"
     hook: bool = False
     default_bridge: str = "br-int"
+    # Where a vhost-user socket may be; empty: anywhere (the check is off).
+    vhost_socket_dirs: tuple[str, ...] = ()
 
 
 def _get(obj: Any, attr: str, default: Any = None) -> Any:
@@ -125,16 +127,17 @@ def port_from_vif(vif: Any, instance_uuid: str, opts: PlugOptions) -> PortReques
         )
     vhost_path = None
     if mode == FORWARDER:
-        if not _set(vif, "path") or not str(vif.path).startswith("/"):
-            raise InvalidValue(
-                "vif.path", getattr(vif, "path", None), "an absolute vhost-user path is required"
-            )
-        vhost_path = str(vif.path)
+        vhost_path = types.vhost_socket_path(_get(vif, "path"), "vif.path",
+                                             opts.vhost_socket_dirs)
     # Upstream profiles carry no trust/spoofchk: the VF keeps Neutron's defaults.
     trusted = bool(_get(profile, "trusted", False))
     spoofchk = bool(_get(profile, "spoofchk", True))
     relay_driver = _get(profile, "relay_driver")
     datapath_type = _get(profile, "datapath_type")
+    if datapath_type is not None:
+        # "" (what OVS stores for its default) is no wish: default_datapath_type.
+        datapath_type = types.datapath_type(
+            datapath_type, "vif.port_profile.datapath_type") or None
     return PortRequest(
         port_id=str(port_id),
         mode=mode,

@@ -74,7 +74,7 @@ def run_hook(
         types.pci_address(vf_address, "vf_address"),
         types.ifname(representor, "representor"),
         types.mac_address(mac),
-        vhost_path if vhost_path == "-" else os.path.normpath(vhost_path),
+        vhost_path if vhost_path == "-" else types.vhost_socket_path(vhost_path),
     ]
     if not os.path.isabs(executable) or not os.access(executable, os.X_OK):
         raise HostOperationError(f"vendor hook {executable} is not an executable absolute path")

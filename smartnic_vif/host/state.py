@@ -72,11 +72,48 @@ class PortRecord:
         }
 
 
+class StateError(SmartNICError):
+    """The state database cannot be used; names the path and what to do."""
+
+
+def _state_error(state_path: str, db_path: str, error: BaseException) -> StateError:
+    """One line for an error opening or using the database at ``db_path``."""
+    if os.path.exists(state_path) and not os.path.isdir(state_path):
+        return StateError(
+            f"state_path {state_path} is not a directory: remove the file or set "
+            "state_path in [os_vif_smartnic] to a directory"
+        )
+    detail = str(error) or type(error).__name__
+    if isinstance(error, OSError) or "readonly" in detail or "unable to open" in detail:
+        where = state_path if os.path.isdir(state_path) else os.path.dirname(state_path)
+        if not os.access(where, os.W_OK | os.X_OK) or (
+            os.path.exists(db_path) and not os.access(db_path, os.R_OK | os.W_OK)
+        ):
+            return StateError(
+                f"state_path {state_path} is not writable ({detail}): make it and "
+                f"{os.path.basename(db_path)} writable by this user or set state_path in "
+                "[os_vif_smartnic]"
+            )
+    if isinstance(error, sqlite3.DatabaseError) and (
+        "not a database" in detail or "malformed" in detail or "corrupt" in detail
+        or "no such table" in detail or "no such column" in detail
+    ):
+        return StateError(
+            f"state database {db_path} is corrupt ({detail}): move it aside (its claims are "
+            "lost), then check the host with 'smartnic-vif status' and 'smartnic-vif doctor'"
+        )
+    return StateError(f"state database {db_path}: {detail}")
+
+
 class StateStore:
     def __init__(self, state_path: str) -> None:
-        os.makedirs(state_path, mode=0o700, exist_ok=True)
         self.path = os.path.join(state_path, "state.db")
+        self.state_path = state_path
         self._local = threading.local()
+        try:
+            os.makedirs(state_path, mode=0o700, exist_ok=True)
+        except OSError as e:
+            raise _state_error(state_path, self.path, e) from e
         with self._db() as db:
             db.executescript(SCHEMA)
             columns = {row[1] for row in db.execute("PRAGMA table_info(ports)")}
@@ -97,15 +134,19 @@ class StateStore:
         connections must not cross threads or forks). Opening one and setting
         its pragmas costs more than the writes, so it is kept."""
         key = (os.getpid(), threading.get_ident())
-        db = self._local.__dict__.get("db")
-        if db is None or self._local.__dict__.get("key") != key:
-            db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-            db.execute("PRAGMA journal_mode=WAL")
-            # WAL + NORMAL survives a process crash (what reconcile is for);
-            # only a power loss may drop the last commits.
-            db.execute("PRAGMA synchronous=NORMAL")
-            self._local.db, self._local.key = db, key
-        yield db
+        try:
+            db = self._local.__dict__.get("db")
+            if db is None or self._local.__dict__.get("key") != key:
+                db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+                db.execute("PRAGMA journal_mode=WAL")
+                # WAL + NORMAL survives a process crash (what reconcile is for);
+                # only a power loss may drop the last commits.
+                db.execute("PRAGMA synchronous=NORMAL")
+                self._local.db, self._local.key = db, key
+            yield db
+        except sqlite3.Error as e:
+            # Raw sqlite errors name neither the file nor the remedy.
+            raise _state_error(self.state_path, self.path, e) from e
 
     @staticmethod
     def _record(row: tuple[Any, ...]) -> PortRecord:

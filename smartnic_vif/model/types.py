@@ -6,8 +6,12 @@ parsers first; each one raises :class:`InvalidValue` naming the field and value.
 
 from __future__ import annotations
 
+import posixpath
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
+
+from vif_plug_ovs import constants as ovs_constants
 
 from smartnic_vif.model.errors import InvalidValue
 
@@ -20,6 +24,15 @@ _MAC_RE = re.compile(r"^[0-9a-fA-F]{2}(?::[0-9a-fA-F]{2}){5}$")
 # by the kernel or break sysfs paths, '.' and '..' are reserved.
 _IFNAME_RE = re.compile(r"^[A-Za-z0-9_\-.@+]{1,15}$")
 _DRIVER_RE = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
+ZERO_MAC = "00:00:00:00:00:00"  # a VF's "unset" MAC
+# sockaddr_un.sun_path is 108 bytes including the terminating NUL; QEMU and
+# virtio-forwarder (DPDK's vhost library) cannot use a longer path.
+MAX_SOCKET_PATH_BYTES = 107
+# The datapath types ovs-vswitchd implements (os-vif's names for them); ""
+# is what OVS stores when none was given, and means system.
+DATAPATH_TYPES = (ovs_constants.OVS_DATAPATH_SYSTEM, ovs_constants.OVS_DATAPATH_NETDEV)
+# Neutron stores a physical network name in a 64-character column.
+MAX_PHYSNET_LENGTH = 64
 
 
 @dataclass(frozen=True, order=True)
@@ -66,9 +79,14 @@ def mac_address(value: object, field: str = "mac") -> str:
 
 
 def unicast_mac(value: object, field: str = "mac") -> str:
+    """A MAC a port or link can have: unicast and not all-zero (the value a
+    VF's MAC has when unset; restoring that uses :func:`mac_address`)."""
     mac = mac_address(value, field)
     if int(mac[:2], 16) & 1:
         raise InvalidValue(field, value, "a multicast MAC cannot be given to a port")
+    if mac == ZERO_MAC:
+        raise InvalidValue(field, value, "the all-zero MAC means 'unset' and cannot be given "
+                           "to a port")
     return mac
 
 
@@ -108,3 +126,66 @@ def link_state(value: object, field: str = "link_state") -> str:
     if value not in ("auto", "enable", "disable"):
         raise InvalidValue(field, value, "expected one of auto, enable, disable")
     return str(value)
+
+
+def datapath_type(value: object, field: str = "datapath_type") -> str:
+    """An OVS bridge datapath type ovs-vswitchd knows; "" (OVS's default, system)
+    is accepted as stored by OVS."""
+    if value != "" and value not in DATAPATH_TYPES:
+        raise InvalidValue(field, value, f"expected one of {', '.join(DATAPATH_TYPES)}")
+    return str(value)
+
+
+def physnet(value: object, field: str = "physnet") -> str:
+    """A Neutron physical network name: printable, at most 64 characters."""
+    if (
+        not isinstance(value, str)
+        or not 1 <= len(value) <= MAX_PHYSNET_LENGTH
+        or not value.isprintable()
+        or value.strip() != value
+    ):
+        raise InvalidValue(
+            field, value,
+            f"expected a physical network name of 1-{MAX_PHYSNET_LENGTH} printable characters",
+        )
+    return value
+
+
+def vhost_socket_path(
+    value: object, field: str = "vhost_path", dirs: Sequence[str] = ()
+) -> str:
+    """A vhost-user socket path: absolute, normalised, printable, short enough
+    for a unix socket and, when ``dirs`` is not empty, inside one of them.
+
+    Only the form is checked here; :func:`smartnic_vif.host.forwarder.client.
+    check_vhost_socket` checks the path on the host (an existing file that is
+    not a socket, a symlinked directory leading out of ``dirs``)."""
+    if not isinstance(value, str) or not value:
+        raise InvalidValue(field, value, "expected an absolute socket path")
+    if not value.isprintable():  # newline, NUL, escape sequences, ...
+        raise InvalidValue(field, value, "a socket path cannot contain control characters")
+    if not value.startswith("/"):
+        raise InvalidValue(field, value, "expected an absolute socket path")
+    if value.endswith("/") or value.startswith("//") or posixpath.normpath(value) != value:
+        raise InvalidValue(
+            field, value, "expected a normalised path to a socket (no '.', '..', '//' or "
+            "trailing '/')"
+        )
+    if len(value.encode("utf-8", "surrogateescape")) > MAX_SOCKET_PATH_BYTES:
+        raise InvalidValue(
+            field, value, f"a unix socket path is at most {MAX_SOCKET_PATH_BYTES} bytes"
+        )
+    if dirs and not any(is_inside(value, d) for d in dirs):
+        raise InvalidValue(
+            field, value,
+            f"not inside the vhost-user socket directories ({', '.join(dirs)}); use one of "
+            "them or add its directory to vhostuser_socket_dirs (or set "
+            "vhostuser_socket_dir_check = false)",
+        )
+    return value
+
+
+def is_inside(path: str, directory: str) -> bool:
+    """Whether normalised absolute ``path`` lies below ``directory``."""
+    top = posixpath.normpath(directory)
+    return path.startswith(top.rstrip("/") + "/") and path != top

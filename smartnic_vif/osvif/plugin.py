@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
-from dataclasses import fields
+from dataclasses import fields, replace
 from typing import Any
 
 from os_vif import exception as osv_exception
@@ -36,6 +36,7 @@ from smartnic_vif.decisions.plan import Plan
 from smartnic_vif.decisions.repair import plan_repair
 from smartnic_vif.host import executor
 from smartnic_vif.host.backend import Host
+from smartnic_vif.host.forwarder.client import check_vhost_socket
 from smartnic_vif.host.observe import observe_port
 from smartnic_vif.host.state import StateStore, VfAlreadyClaimed
 from smartnic_vif.model.errors import HostOperationError, PlanStepFailed, SmartNICError
@@ -84,6 +85,7 @@ class SmartNICPlugin(plugin.PluginBase):
             vfio_driver=self.config.vfio_driver,
             hook=bool(self.config.vendor_hook),
             default_bridge=self.config.integration_bridge,
+            vhost_socket_dirs=conf.vhost_socket_dirs(self.config),
         )
 
     def describe(self) -> objects.host_info.HostPluginInfo:
@@ -125,7 +127,10 @@ class SmartNICPlugin(plugin.PluginBase):
 
     def unplug(self, vif: Any, instance_info: Any) -> None:
         try:
-            port = decide.port_from_vif(vif, str(instance_info.uuid), self.options)
+            # The socket directory check guards plugs only: a port plugged
+            # before the directories changed must still come off.
+            port = decide.port_from_vif(vif, str(instance_info.uuid),
+                                        replace(self.options, vhost_socket_dirs=()))
             if port.mode == decide.NORMAL:
                 self._unplug_normal(vif, instance_info, port)
             else:
@@ -160,6 +165,8 @@ class SmartNICPlugin(plugin.PluginBase):
 
     def plug_port(self, port: decide.PortRequest) -> None:
         assert port.vf_address is not None
+        if port.vhost_path is not None:
+            check_vhost_socket(port.vhost_path, self.options.vhost_socket_dirs, "vif.path")
         with self.host.vf_lock(port.vf_address):
             record = self.store.get(port.port_id)
             if record is not None and record.plan is not None:

@@ -831,6 +831,36 @@ BAD_INPUT: dict[str, tuple[list[str], list[str]]] = {
         ["--vhost-path", "vhost/vhu-x"],
     ),
     "mtu": (_attach_args(mtu="20"), ["--mtu", "20"]),
+    "all-zero mac": (_attach_args(mac="00:00:00:00:00:00"), ["--mac", "00:00:00:00:00:00"]),
+    "vif name": (_attach_args(vnic_type="normal", vif_name="tap 1"), ["--vif-name", "tap 1"]),
+    "long physnet": (_attach_args(physnet="p" * 3000), ["--physnet", "p" * 64]),
+    "physnet with an escape sequence": (_attach_args(physnet="phys\x1b[31mnet1"),
+                                        ["--physnet", "phys\\x1b[31mnet1"]),
+    "empty physnet": (_attach_args(physnet=""), ["--physnet"]),
+    "vhost path outside the socket directory": (
+        _attach_args(vnic_type="virtio-forwarder", vhost_path="/etc/passwd"),
+        ["--vhost-path", "/etc/passwd", "vhostuser_socket_dir"],
+    ),
+    "vhost path with dot-dot": (
+        _attach_args(vnic_type="virtio-forwarder", vhost_path="/var/lib/vhost_sockets/../x"),
+        ["--vhost-path", "/var/lib/vhost_sockets/../x"],
+    ),
+    "vhost path that is a directory": (
+        _attach_args(vnic_type="virtio-forwarder", vhost_path="/tmp/"), ["--vhost-path", "/tmp/"],
+    ),
+    "vhost path /": (_attach_args(vnic_type="virtio-forwarder", vhost_path="/"),
+                     ["--vhost-path", "'/'"]),
+    "vhost path with a newline": (
+        _attach_args(vnic_type="virtio-forwarder", vhost_path="/tmp/vhu\nx"),
+        ["--vhost-path", "/tmp/vhu\\nx"],
+    ),
+    "vhost path too long": (
+        _attach_args(vnic_type="virtio-forwarder", vhost_path="/" + "v" * 107),
+        ["--vhost-path", "107 bytes"],
+    ),
+    "sysfs root": (["--sysfs-root", "/tmp", "inventory"], ["--sysfs-root", "/tmp"]),
+    "physnet map physnet": (["pci-spec", "--physnet-map", f"{PF0}=phys\x1b[2Jnet"],
+                            ["--physnet-map", "phys\\x1b[2Jnet"]),
     "bridge": (_attach_args(bridge="br int"), ["--bridge", "br int"]),
     "detach port id": (["detach", "--port-id", "nope"], ["--port-id", "nope"]),
     "physnet map": (["pci-spec", "--physnet-map", "physnet1"], ["--physnet-map", "physnet1"]),
@@ -846,6 +876,9 @@ def test_bad_input_is_refused_and_changes_nothing(sim: Sim, case: str) -> None:
     proc = sim.cli(*argv)
     assert proc.returncode == 2, explain(proc)
     assert "Traceback" not in proc.stderr and proc.stdout == "", explain(proc)
+    # One line (argparse's own refusals add its usage text before it).
+    said = [line for line in proc.stderr.splitlines() if not line.startswith(("usage:", " "))]
+    assert len(said) == 1, "one line\n" + explain(proc)
     for needle in needles:
         assert needle in proc.stderr, f"{needle!r} not named\n" + explain(proc)
     assert sim.ovs_ports(UUID) == []
@@ -879,4 +912,114 @@ def test_sim_commands_refuse_bad_input(sim: Sim, tmp_path: Any) -> None:
     assert proc.returncode == 2, explain(proc)
     assert "vfs_per_pf" in proc.stderr and "0" in proc.stderr, explain(proc)
     assert not new.exists()
+    sim.assert_unchanged(before)
+
+
+def _config(tmp_path: Any, **options: str) -> str:
+    path = tmp_path / "extra.conf"
+    path.write_text("[os_vif_smartnic]\n" + "".join(f"{k} = {v}\n" for k, v in options.items()))
+    return str(path)
+
+
+# option -> (bad value, argv); each is refused as usage, naming the option and the file.
+BAD_CONFIG: dict[str, tuple[str, list[str]]] = {
+    "kernel_backend": ("bogus", ["status"]),
+    "default_datapath_type": ("bogus;dp", ["status"]),
+    "network_device_mtu": ("20", ["status"]),
+    "vhostuser_socket_dir_check": ("maybe", ["status"]),
+    "integration_bridge": ("br int", _attach_args()),
+    "vhostuser_socket_dir": ("vhost", _attach_args(vnic_type="virtio-forwarder")),
+}
+
+
+@pytest.mark.parametrize("option", sorted(BAD_CONFIG))
+def test_a_bad_config_value_is_named_with_its_file(sim: Sim, tmp_path: Any, option: str) -> None:
+    value, argv = BAD_CONFIG[option]
+    extra = _config(tmp_path, **{option: value})
+    before = sim.snapshot()
+    proc = sim.cli(*argv, extra_config=extra)
+    assert proc.returncode == 2, explain(proc)
+    assert "Traceback" not in proc.stderr and proc.stderr.count("\n") == 1, explain(proc)
+    for needle in (option, extra):
+        assert needle in proc.stderr, f"{needle!r} not named\n" + explain(proc)
+    assert "--bridge" not in proc.stderr, explain(proc)
+    sim.assert_unchanged(before)
+
+
+def test_an_unusable_state_path_is_one_line_naming_it(sim: Sim, tmp_path: Any) -> None:
+    before = sim.snapshot()
+    a_file = tmp_path / "state-file"
+    a_file.write_text("")
+    corrupt = tmp_path / "corrupt"
+    corrupt.mkdir()
+    (corrupt / "state.db").write_bytes(b"not a database " * 512)
+    for path, needle in ((a_file, "not a directory"), (corrupt, "corrupt")):
+        for argv in (["status"], _attach_args()):
+            proc = sim.cli(*argv, extra_config=_config(tmp_path, state_path=str(path)))
+            assert proc.returncode == 1, explain(proc)
+            assert "Traceback" not in proc.stderr and proc.stderr.count("\n") == 1, explain(proc)
+            assert str(path) in proc.stderr and needle in proc.stderr, explain(proc)
+    assert (corrupt / "state.db").read_bytes() == b"not a database " * 512
+    sim.assert_unchanged(before)
+
+
+def test_a_vhost_path_that_is_not_a_socket_is_refused(sim: Sim, tmp_path: Any) -> None:
+    before = sim.snapshot()
+    precious = os.path.join(sim.host.layout.vhost_dir, "precious")
+    with open(precious, "w") as f:
+        f.write("keep me")
+    try:
+        proc = sim.cli(*_attach_args(vnic_type="virtio-forwarder", vhost_path=precious))
+        assert proc.returncode == 2, explain(proc)
+        assert "--vhost-path" in proc.stderr and "not a socket" in proc.stderr, explain(proc)
+        # With the directory check turned off a path may be anywhere, but an
+        # existing file that is not a socket is still refused.
+        off = _config(tmp_path, vhostuser_socket_dir_check="false")
+        for path in ("/etc/passwd", "/tmp"):
+            proc = sim.cli(*_attach_args(vnic_type="virtio-forwarder", vhost_path=path),
+                           extra_config=off)
+            assert proc.returncode == 2, explain(proc)
+            assert "not a socket" in proc.stderr and path in proc.stderr, explain(proc)
+        with open(precious) as f:
+            assert f.read() == "keep me"
+    finally:
+        os.unlink(precious)
+    sim.assert_unchanged(before)
+
+
+def test_reattach_same_arguments_is_a_no_op_and_different_ones_are_refused(sim: Sim) -> None:
+    before = sim.snapshot()
+    port_id, mac, vm = new_id(), new_mac(), new_id()
+    args = ["--port-id", port_id, "--mac", mac, "--vnic-type", "direct", "--instance-uuid", vm,
+            "--physnet", "physnet1"]
+    first = sim.json("attach", *args)
+    attached = sim.snapshot()
+    again = sim.json("attach", *args)
+    assert again["status"] == "already attached" and again["vf"] == first["vf"]
+    sim.assert_unchanged(attached)
+    # Invalid input is refused as such, before the port is looked at.
+    proc = sim.cli("attach", *args, "--vif-name", "bad name")
+    assert proc.returncode == 2 and "--vif-name" in proc.stderr, explain(proc)
+    other_mac = new_mac()
+    for changed, needles in (
+        (["--mac", other_mac], ["--mac", other_mac, mac]),
+        (["--trusted"], ["--trusted"]),
+        (["--mtu", "1400"], ["--mtu", "1400"]),
+        (["--physnet", "physnet2"], ["--physnet", "physnet2", "physnet1"]),
+        (["--vnic-type", "virtio-forwarder"], ["--vnic-type", "virtio-forwarder", "direct"]),
+    ):
+        opts = dict(zip(args[::2], args[1::2], strict=True))
+        extra = []
+        for flag, value in zip(changed[::2], [*changed[1::2], None], strict=False):
+            if value is None:
+                extra.append(flag)
+            else:
+                opts[flag] = value
+        proc = sim.cli("attach", *[x for kv in opts.items() for x in kv], *extra)
+        assert proc.returncode == 1, explain(proc)
+        assert "already attached" in proc.stderr and "Traceback" not in proc.stderr, explain(proc)
+        for needle in needles:
+            assert needle in proc.stderr, f"{needle!r} not named\n" + explain(proc)
+        sim.assert_unchanged(attached)
+    sim.json("detach", "--port-id", port_id)
     sim.assert_unchanged(before)

@@ -217,6 +217,23 @@ def test_ensure_bridge_never_changes_an_existing_datapath_type(
     assert private_ovs.vsctl("get", "Bridge", "br-dflt", "datapath_type").strip() == "netdev"
 
 
+def test_an_unknown_datapath_type_creates_nothing(
+    private_ovs: PrivateOVS, client: OvsdbClient
+) -> None:
+    """OVSDB stores any datapath_type; ovs-vswitchd knows system and netdev."""
+    before = db_records(private_ovs)
+    for bad in ("bogus;dp", "bogus", "dummy"):
+        with pytest.raises(InvalidValue) as info:
+            client.ensure_bridge("br-bogus", bad)
+        assert info.value.field == "datapath_type" and info.value.value == bad
+        with pytest.raises(InvalidValue):
+            client.set_ports(
+                [PortSpec("br-bogus", "tap-bogus", iface_id=PORT_ID1, mac=MAC1, vm_uuid=VM1)],
+                create_bridges={"br-bogus": bad})
+    assert client.bridge_datapath_type("br-bogus") is None
+    assert db_records(private_ovs) == before  # not one transaction was sent
+
+
 def test_set_port_makes_a_missing_bridge_in_the_same_transaction(
     private_ovs: PrivateOVS, client: OvsdbClient
 ) -> None:

@@ -243,6 +243,63 @@ def test_forwarder_plug_relays_the_vf_and_unplug_restores_the_snapshot(env: Plug
     assert env.vf_driver(vf.address) == "nfp"
 
 
+def test_a_vhost_path_os_vif_hands_over_is_checked_before_anything_changes(
+    env: PluginEnv,
+) -> None:
+    vf = env.vf(1, 3)
+    vhost_dir = env.sim.layout.vhost_dir
+    regular = os.path.join(vhost_dir, "not-a-socket")
+    escape = os.path.join(vhost_dir, "out")
+    with open(regular, "w") as f:
+        f.write("keep me")
+    os.symlink("/etc", escape)
+    try:
+        for path, reason in (
+            ("/etc/passwd", "not inside"),
+            (f"{vhost_dir}/../../../etc/x", "normalised"),
+            ("/tmp", "not inside"),
+            ("/", "normalised"),
+            (f"{vhost_dir}/vhu\nx", "control characters"),
+            (f"{vhost_dir}/vhu\0x", "control characters"),
+            (f"{vhost_dir}/" + "v" * 107, "107 bytes"),
+            (regular, "not a socket"),
+            (f"{escape}/vhu1", "outside"),
+        ):
+            vif = forwarder_vif(env, vf)
+            vif.path = path
+            assert_plug_fails(vif, "vif.path", reason)
+            assert_released(env, vif)
+        # With the directory check off a path may be anywhere; an existing
+        # file that is not a socket is still refused.
+        env.override("vhostuser_socket_dir_check", False)
+        vif = forwarder_vif(env, vf)
+        vif.path = "/etc/passwd"
+        assert_plug_fails(vif, "vif.path", "not a socket")
+        assert_released(env, vif)
+        with open(regular) as f:
+            assert f.read() == "keep me"
+    finally:
+        env.clear_overrides()
+        os.unlink(regular)
+        os.unlink(escape)
+
+
+def test_a_port_plugged_before_the_socket_directories_changed_can_be_unplugged(
+    env: PluginEnv,
+) -> None:
+    """The directory check guards plugs; it never blocks a clean-up."""
+    vf = env.vf(1, 4)
+    before = env.snapshot()
+    vif = forwarder_vif(env, vf)
+    os_vif.plug(vif, INSTANCE)
+    try:
+        env.override("vhostuser_socket_dir", "/var/lib/elsewhere")
+        os_vif.unplug(vif, INSTANCE)
+    finally:
+        env.clear_overrides()
+    assert env.snapshot() == before
+
+
 @pytest.mark.parametrize("mode", ["passthrough", "forwarder"])
 def test_representor_keeps_its_name_when_none_is_wished(env: PluginEnv, mode: str) -> None:
     vf = env.vf(0, 4)

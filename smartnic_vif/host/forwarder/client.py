@@ -47,14 +47,17 @@ the relays in use with :attr:`RelayStats.in_use`
 from __future__ import annotations
 
 import logging
+import os
+import stat
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 
 import zmq
 
 from smartnic_vif.host.forwarder import virtio_forwarder_pb2 as pb
+from smartnic_vif.model import types as model_types
 from smartnic_vif.model.errors import HostOperationError, InvalidValue
 from smartnic_vif.model.types import PciAddress
 
@@ -67,7 +70,7 @@ DEFAULT_TIMEOUT = 2.0
 
 # sockaddr_un.sun_path is 108 bytes including the terminating NUL; the daemon
 # (through DPDK's vhost library) cannot use a longer path.
-MAX_VHOST_PATH_BYTES = 107
+MAX_VHOST_PATH_BYTES = model_types.MAX_SOCKET_PATH_BYTES
 _UINT32_MAX = 0xFFFFFFFF
 
 # QUERY_PCI's answer for a socket path that is not registered: "not paired",
@@ -264,18 +267,40 @@ class RelayUsage:
 
 
 def vhost_socket_path(value: object, field: str = "vhost_path") -> str:
-    """Check a vhost-user socket path the daemon can use; return it unchanged."""
-    if not isinstance(value, str) or not value:
-        raise InvalidValue(field, value, "expected an absolute socket path")
-    if not value.startswith("/"):
-        raise InvalidValue(field, value, "the daemon needs an absolute socket path")
-    if "\0" in value:
-        raise InvalidValue(field, value, "a socket path cannot contain NUL")
-    if len(value.encode("utf-8", "surrogateescape")) > MAX_VHOST_PATH_BYTES:
-        raise InvalidValue(
-            field, value, f"a unix socket path is at most {MAX_VHOST_PATH_BYTES} bytes"
-        )
-    return value
+    """Check a vhost-user socket path the daemon can use; return it unchanged
+    (:func:`smartnic_vif.model.types.vhost_socket_path`, without the
+    directory check, which the plugin does before a plug)."""
+    return model_types.vhost_socket_path(value, field)
+
+
+def check_vhost_socket(path: str, dirs: Sequence[str], field: str = "vhost_path") -> None:
+    """What a validated socket ``path`` names on this host, before a plug.
+
+    QEMU in server mode deletes whatever is at the path before binding its
+    socket there, so an existing file that is not a socket (a symlink
+    included) is refused; a socket (a stale one, or the port's own) is fine.
+    With ``dirs`` (the check is on), the path's directory, symlinks
+    resolved, must still be inside one of them."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        pass
+    except OSError as e:
+        raise InvalidValue(field, path, f"cannot be checked: {e.strerror}") from None
+    else:
+        if not stat.S_ISSOCK(mode):
+            raise InvalidValue(
+                field, path, "exists and is not a socket (QEMU would delete it); "
+                "choose another path or remove it"
+            )
+    if dirs:
+        parent = os.path.realpath(os.path.dirname(path))
+        real_dirs = [os.path.realpath(d) for d in dirs]
+        if not any(parent == d or model_types.is_inside(parent, d) for d in real_dirs):
+            raise InvalidValue(
+                field, path, f"its directory is {parent} once symlinks are resolved, "
+                f"outside the vhost-user socket directories ({', '.join(real_dirs)})"
+            )
 
 
 def _endpoint(value: object, field: str) -> str:
