@@ -673,6 +673,51 @@ def test_a_port_whose_representor_vanished_is_detached_with_a_note(sim: Sim) -> 
     sim.assert_unchanged(before)
 
 
+def lose_state_database(sim: Sim) -> None:
+    for suffix in ("", "-wal", "-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(sim.host.layout.state_path, "state.db" + suffix))
+
+
+def test_detach_after_the_state_database_was_lost_removes_what_the_port_left(
+    sim: Sim,
+) -> None:
+    before = sim.snapshot()
+    port_id, mac = new_id(), new_mac()
+    vf = sim.attach("virtio-forwarder", port_id, mac)["vf"]
+    rep = sim.vf_row(vf)["representor"]
+    lose_state_database(sim)
+    try:
+        # status and doctor report what no claim explains.
+        status = sim.status(expect=1)
+        assert status["ports"] == []
+        assert [(u["vf"], u["port_id"]) for u in status["unexplained"]] == [
+            (vf, port_id), (vf, None)]
+        doctor = {c["check"]: c for c in sim.json("doctor", expect=1)["checks"]}
+        assert not doctor["unexplained"]["ok"] and vf in doctor["unexplained"]["detail"]
+        # Another port is never handed the still-plugged VF.
+        other = new_id()
+        assert sim.attach("direct", other, new_mac())["vf"] != vf
+        sim.json("detach", "--port-id", other)
+
+        detached = sim.json("detach", "--port-id", port_id)
+    finally:
+        sim.cli("detach", "--port-id", port_id)
+
+    assert detached["status"] == "detached" and detached["vf"] == vf
+    assert "no claim" in detached["note"]
+    assert sim.ovs_ports(port_id) == [] and sim.relays() == []
+    assert sim.link(rep) is not None and sim.link(tap_name(port_id)) is None
+    assert sim.vf_driver(vf) == "nfp" and sim.vf_state(vf)["mac"] == "00:00:00:00:00:00"
+    assert sim.status() == {"ports": [], "unrestored": [], "unexplained": [], "drift": False}
+    assert sim.json("detach", "--port-id", port_id)["status"] == "not attached"
+    # The representor's MTU and flags from before the plug were only in the
+    # lost journal; put them back for the next test.
+    mtu, up = before["links"][rep]
+    run([IP, "link", "set", rep, "mtu", str(mtu), "promisc", "off", "up" if up else "down"])
+    sim.assert_unchanged(before)
+
+
 # -- doctor / reconcile --------------------------------------------------------------------
 CHECKS = ["sysfs", "switchdev", "representors", "ovsdb", "bridge", "forwarder", "unexplained",
           "device_spec"]
