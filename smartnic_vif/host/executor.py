@@ -249,6 +249,7 @@ def execute(
     done: set[int] = set()
     # Every step whose ``do`` was attempted (done, failed or cut short).
     attempted: set[int] = set()
+    failed_to_begin: set[int] = set()
     pending = list(range(len(plan.steps)))
     running: dict[futures.Future[Any], list[int]] = {}
     # Operations begun on this thread whose work runs elsewhere, by the
@@ -260,7 +261,8 @@ def execute(
         nonlocal failed
         attempted.update(started or ())
         for i, error in outcomes:
-            attempted.add(i)
+            if i not in failed_to_begin:
+                attempted.add(i)
             if error is None:
                 done.add(i)
                 if on_done:
@@ -271,12 +273,14 @@ def execute(
                 failed = failed or (i, error)
 
     def begin(unit: list[int]) -> None:
-        attempted.add(unit[0])
         try:
             handle = backend.begin(plan.steps[unit[0]].do)
         except Exception as e:
+            # Refused before anything was sent: this step did not start.
+            failed_to_begin.add(unit[0])
             finished([(unit[0], e)])
             return
+        attempted.add(unit[0])
         running[handle.done] = unit
         begun_here[handle.done] = handle
 
@@ -352,7 +356,8 @@ def execute(
     if failed is None:
         return
     index, error = failed
-    undone = undo([plan.steps[i] for i in sorted(done | attempted)], backend)
+    undone = undo([plan.steps[i] for i in sorted(done | attempted)], backend,
+                  unsure=[plan.steps[i] for i in attempted - done])
     if on_progress and not undone.errors:
         on_progress(0)
     raise PlanStepFailed(plan.steps[index].title, error, undone.errors,
@@ -362,21 +367,27 @@ def execute(
 @dataclass(frozen=True)
 class Undone:
     """What :func:`undo` could not do. ``errors``: undos that failed (the
-    host may still carry the step's change). ``warnings``: undos whose
-    object no longer exists (:class:`NotFound`: a representor, link, VF or
-    port that vanished); there is nothing left to undo, so they count as
-    done, but the host is not as it was before the plan."""
+    host may still carry the step's change; a journal must stay so that
+    the undo can be finished). ``warnings``: undos that count as done
+    although the host may not be as it was: the undo's object no longer
+    exists (:class:`NotFound`: a representor, link, VF or port that
+    vanished, so there is nothing left to undo), or the undo of a step
+    that never completed failed (nothing says that step changed anything;
+    its undo was a precaution)."""
 
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
 
-def undo(steps: tuple[Step, ...] | list[Step], backend: Any) -> Undone:
+def undo(steps: tuple[Step, ...] | list[Step], backend: Any,
+         unsure: tuple[Step, ...] | list[Step] = ()) -> Undone:
     """Undo ``steps`` last first; keep going past failures. Neighbouring
     undos the backend can group go in one call, still in order. An undo
     that finds nothing to act on (:class:`NotFound`) is a warning, not an
-    error: the rest goes on either way."""
+    error, and so is a failed undo of one of ``unsure`` (steps that began
+    but never completed); the rest goes on either way."""
     todo = [(s.title, s.undo) for s in reversed(steps) if s.undo is not None]
+    precautions = {s.title for s in unsure}
     result = Undone()
     for grouped, run in _runs(todo, lambda t: t[1].name, _groupable(backend)):
         for chunk in ([run] if grouped else [[t] for t in run]):
@@ -393,6 +404,10 @@ def undo(steps: tuple[Step, ...] | list[Step], backend: Any) -> Undone:
                 if isinstance(error, NotFound):
                     LOG.warning("undo of '%s': nothing left to undo: %s", title, error)
                     result.warnings.append(f"{title}: {error}")
+                elif error is not None and title in precautions:
+                    LOG.warning("undo of '%s', which never completed, failed: %s", title, error)
+                    result.warnings.append(f"{title} (never completed; undo not confirmed):"
+                                           f" {error}")
                 elif error is not None:
                     LOG.error("undo of '%s' failed: %s", title, error)
                     result.errors.append(f"{title}: {error}")

@@ -432,9 +432,7 @@ def test_a_step_that_cannot_begin_starts_nothing_else() -> None:
     with pytest.raises(PlanStepFailed, match="refused before anything was sent") as caught:
         executor.execute(p, rec)
     assert caught.value.step == "port"
-    # Neither vf nor link started; the port's undo runs (safe on a step
-    # that did not run), nothing else.
-    assert rec.events == [("undo", "port")]
+    assert rec.events == []  # nothing started (the port was refused before it was sent)
 
 
 def test_a_failure_beside_a_begun_step_waits_for_it_and_undoes_it() -> None:
@@ -505,3 +503,22 @@ def test_an_undo_of_something_gone_is_a_warning_not_an_error() -> None:
     assert [n for k, n in rec.events if k == "undo"] == ["relay", "port", "link", "bind", "vf"]
     assert done.warnings == ["link: network device tap1 (nor eth3) does not exist"]
     assert done.errors == ["vf: undo of vf broke"]
+
+
+def test_a_failed_undo_of_the_step_that_failed_is_a_warning() -> None:
+    # Nothing says the failed step changed anything (a daemon that never
+    # answered): its undo is a precaution, and its failure does not make the
+    # rest count as unfinished. A finished step's failed undo does.
+    class Unreachable(Recorder):
+        def rollback(self, name: str) -> None:
+            super().rollback(name)
+            raise TimeoutError(f"{name}: no answer")
+
+    rec = Unreachable()
+    rec.fail.add("relay")
+    with pytest.raises(PlanStepFailed) as caught:
+        run(plan(step("vf"), step("relay")), rec)
+    assert [n for k, n in rec.events if k == "undo"] == ["relay", "vf"]
+    assert caught.value.undo_errors == ["vf: vf: no answer"]
+    assert caught.value.undo_warnings == [
+        "relay (never completed; undo not confirmed): relay: no answer"]

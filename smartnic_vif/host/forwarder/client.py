@@ -489,9 +489,12 @@ class ForwarderClient:
             ) from exc
 
     def _pair_present(self, addr: PciAddress | None, path: str | None) -> bool:
-        """Whether the daemon still has a pair using ``path`` or the VF ``addr``."""
+        """Whether the daemon still has the pair asked for: ``path`` with the
+        VF ``addr`` when both are given (a path paired with another VF is
+        not that pair), else any pair using the one given."""
         if path is not None:
-            return self._paired_pci(path) is not None
+            paired = self._paired_pci(path)
+            return paired is not None and (addr is None or paired == addr)
         # Only the VF is known: QUERY_PCI is keyed by path, so look at the relays.
         return any(relay.pci == addr for relay in self.stats())
 
