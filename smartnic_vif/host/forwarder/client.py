@@ -489,13 +489,18 @@ class ForwarderClient:
             ) from exc
 
     def _pair_present(self, addr: PciAddress | None, path: str | None) -> bool:
-        """Whether the daemon still has the pair asked for: ``path`` with the
-        VF ``addr`` when both are given (a path paired with another VF is
-        not that pair), else any pair using the one given."""
+        """Whether the daemon still has a pair using ``path`` or the VF ``addr``.
+
+        With both, a path paired with another VF is not the pair asked for,
+        unless ``addr`` is relayed too (the request mixes two pairs): the
+        undo of an ADD_SOCK refused because another port's relay holds the
+        path must not fail."""
         if path is not None:
             paired = self._paired_pci(path)
-            return paired is not None and (addr is None or paired == addr)
-        # Only the VF is known: QUERY_PCI is keyed by path, so look at the relays.
+            if paired is None or addr is None or paired == addr:
+                return paired is not None
+        # The VF (alone, or beside another VF's path): QUERY_PCI is keyed by
+        # path, so look at the relays.
         return any(relay.pci == addr for relay in self.stats())
 
     def close(self) -> None:
