@@ -176,6 +176,7 @@ def cmd_attach(args: argparse.Namespace) -> int:
     from smartnic_vif.decisions import libvirt_xml, selection, vif_builder
     from smartnic_vif.decisions.pci_request import pci_request_for_port
     from smartnic_vif.decisions.plug import port_from_vif
+    from smartnic_vif.host import traces
     from smartnic_vif.host.state import VfAlreadyClaimed
 
     # Validate everything before touching anything.
@@ -207,9 +208,10 @@ def cmd_attach(args: argparse.Namespace) -> int:
     vf = None
     for _ in range(CLAIM_RETRIES):
         if request is not None:
+            claims = session.store.claims()
             vf = selection.select_vf(
-                session.host.inventory(), session.store.claims(), request,
-                session.device_specs(),
+                session.host.inventory(), claims, request, session.device_specs(),
+                busy=traces.busy_vfs(session.host, claims),
             )
         vif = vif_builder.build_vif(port, network=network, vf=vf, devname=args.vif_name)
         if args.dry_run:
@@ -355,7 +357,13 @@ def cmd_detach(args: argparse.Namespace) -> int:
     session = Session(args)
     record = session.store.get(port_id)
     if record is None:
+        # No claim (the state database was lost, or the port is gone):
+        # the host itself says what the port left.
+        found = _detach_unrecorded(session, port_id)
         result: dict[str, Any] = {"port_id": port_id, "status": "not attached"}
+        if found is not None:
+            result = {"port_id": port_id, "status": "detached", "vf": found.vf_address,
+                      "note": "no claim was recorded: removed what the port left on the host"}
     else:
         vif = _vif_from_record(record)
         instance = vif_builder.instance_info(
@@ -367,8 +375,34 @@ def cmd_detach(args: argparse.Namespace) -> int:
     if args.json:
         render.emit_json(result)
     else:
-        print(f"port {port_id}: {result['status']}")
+        print(f"port {port_id}: {result['status']}"
+              + (f" ({result['note']})" if result.get("note") else ""))
     return EXIT_OK
+
+
+def _detach_unrecorded(session: Session, port_id: str) -> Any:
+    """Remove what ``port_id`` left on the host without a claim: its OVS
+    port (found by iface-id), the VF behind that representor (its MAC, the
+    relay driver, the representor's name) and its relay (by the VF, or by
+    the default socket path). None when the host shows nothing of it."""
+    from smartnic_vif.host import traces
+    from smartnic_vif.model.errors import SmartNICError
+
+    vhost = os.path.join(session.group.vhostuser_socket_dir, ("vhu" + port_id)[:14])
+    found = traces.port_traces(session.host, port_id, vhost_path=vhost)
+    if found.vf_address is None:
+        if not found.ovs_ports:
+            return None
+        return session.plugin.unplug_unrecorded(port_id, mac=found.mac)
+    with session.host.vf_lock(found.vf_address):
+        owner = session.store.by_vf(found.vf_address)
+        if owner is not None:
+            raise SmartNICError(f"port {port_id} has no claim but its traces are on VF "
+                                f"{found.vf_address}, which port {owner.port_id} holds; "
+                                f"detach port {owner.port_id} first")
+        return session.plugin.unplug_unrecorded(
+            port_id, vf_address=found.vf_address, vhost_path=found.relay_path or vhost,
+            mac=found.mac)
 
 
 # -- status / reconcile ----------------------------------------------------------------
@@ -412,16 +446,42 @@ def port_status(session: Session, record: Any) -> dict[str, Any]:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from smartnic_vif.host import traces
+
     session = Session(args)
-    ports = [port_status(session, r) for r in session.store.all()]
+    records = session.store.all()
+    ports = [port_status(session, r) for r in records]
+    # What unplugs could not put back (until the VF is plugged again or
+    # reconcile acknowledges it), and host state that no claim explains.
+    unrestored = session.store.unrestored()
+    unexplained = traces.unexplained(
+        session.host, {r.vf_address: r.port_id for r in records if r.vf_address})
+    drift = any(p["drift"] for p in ports) or bool(unrestored) or bool(unexplained)
     if args.json:
-        render.emit_json({"ports": ports, "drift": any(p["drift"] for p in ports)})
+        render.emit_json({"ports": ports, "unrestored": unrestored,
+                          "unexplained": unexplained, "drift": drift})
     else:
         render.table(("PORT", "MODE", "VF", "PHASE", "OVS PORT", "DRIFT"),
                      [(p["port_id"], p["mode"], p["vf"], p["phase"],
                        ",".join(p["ovs_ports"]) or None, "; ".join(p["drift"]) or "none")
                       for p in ports])
-    return EXIT_FAILED if any(p["drift"] for p in ports) else EXIT_OK
+        for note in unrestored:
+            print(f"could not be restored (port {note['port_id']}, VF {note['vf'] or '-'}): "
+                  f"{note['what']}")
+        for item in unexplained:
+            print(f"unexplained: VF {item['vf']}: {item['what']} "
+                  f"(detach --port-id {item['port_id']} removes it)" if item["port_id"]
+                  else f"unexplained: VF {item['vf']}: {item['what']}")
+    return EXIT_FAILED if drift else EXIT_OK
+
+
+def _acknowledge_unrestored(session: Session) -> list[dict[str, Any]]:
+    """reconcile's last duty: the notes of what unplugs could not restore
+    have been shown by status; report them once more and forget them."""
+    notes = session.store.unrestored()
+    session.store.clear_unrestored()
+    return [{"port_id": n["port_id"], "vf": n["vf"], "action": f"acknowledged: {n['what']}"}
+            for n in notes]
 
 
 def reconcile_once(session: Session, interrupted: bool = True,
@@ -481,7 +541,9 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
 
         return watch.run(Session(args), args.interval)
     session = Session(args)
-    actions = reconcile_once(session)
+    # The notes of what unplugs could not restore are the operator's to
+    # acknowledge: the one-shot reconcile does, the watch never does.
+    actions = reconcile_once(session) + _acknowledge_unrestored(session)
     if args.json:
         render.emit_json({"actions": actions})
     else:
@@ -544,6 +606,8 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         check("forwarder", False, str(e),
               "start virtio-forwarder with dynamic sockets, or fix forwarder_*_endpoint "
               "(only needed for virtio-forwarder ports)")
+    if any(c["check"] == "ovsdb" and c["ok"] for c in checks):
+        _check_unexplained(group, check)
     specs_text = list(group.pci_device_spec or [])
     if inventory is not None and specs_text:
         from smartnic_vif.decisions.devspec import parse_device_specs
@@ -568,6 +632,30 @@ def cmd_doctor(args: argparse.Namespace) -> int:
             if not c["ok"]:
                 print(f"       fix: {c['fix']}")
     return EXIT_OK if all(c["ok"] for c in checks) else EXIT_FAILED
+
+
+def _check_unexplained(group: Any, check: Any) -> None:
+    """doctor: representors on OVS for a port and relays that no claim
+    explains (what a lost state database leaves)."""
+    from smartnic_vif.host import traces
+    from smartnic_vif.host.backend import Host
+    from smartnic_vif.host.state import StateStore
+
+    fix = ("'smartnic-vif detach --port-id <port>' removes what a port left without a claim; "
+           "'smartnic-vif status' lists it")
+    host = Host(group)
+    try:
+        # Reading the claims must not create a state directory.
+        exists = os.path.exists(os.path.join(group.state_path, "state.db"))
+        claims = StateStore(group.state_path).claims() if exists else {}
+        found = traces.unexplained(host, claims)
+        check("unexplained", not found,
+              "every representor on OVS and every relay has a claim" if not found
+              else "; ".join(f"VF {i['vf']}: {i['what']}" for i in found), fix)
+    except Exception as e:
+        check("unexplained", False, str(e), fix)
+    finally:
+        host.close()
 
 
 def cmd_pci_spec(args: argparse.Namespace) -> int:

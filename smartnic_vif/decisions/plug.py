@@ -327,34 +327,79 @@ def post_unplug_hook(plug_plan: Plan) -> Operation | None:
     return Operation("run_hook", dict(hook.do.args, phase="post-unplug"))
 
 
+@dataclass(frozen=True)
+class PortTraces:
+    """What a port may have left on the host, as the host layer found it
+    without a journal (the state was lost, or the port was never plugged
+    here): the input of :func:`plan_unplug_unrecorded`."""
+
+    port_id: str
+    vf_address: str | None = None  # the VF the traces point at
+    mac: str | None = None  # the port's MAC (the VIF's, or OVS's attached-mac)
+    port_names: tuple[str, ...] = ()  # names the port gives its representor
+    ovs_ports: tuple[str, ...] = ()  # OVS ports whose Interface has iface-id = port_id
+    relay_path: str | None = None  # a virtio-forwarder relay of the VF to the port's socket
+    representor: str | None = None  # the VF's representor's current name (None: none found)
+    representor_home: str | None = None  # its name as discovery knows it
+    vf_mac: str | None = None  # the VF's MAC now
+    vf_driver: str | None = None
+    pf_driver: str | None = None
+
+
 def plan_unplug_unrecorded(
-    port: PortRequest, inventory: Inventory, opts: PlugOptions
+    traces: PortTraces, inventory: Inventory, opts: PlugOptions,
+    mode: str | None = None, relay_driver: str | None = None,
 ) -> Plan:
-    """Unplug a port this host has no record of (state lost): remove what the
-    VIF names and give the VF back a neutral state."""
-    if port.vf_address is None:
-        raise InvalidValue("mode", port.mode, "normal ports are unplugged by the ovs plugin")
-    vf = inventory.vf(port.vf_address)
-    rep_name = port.representor_name or (vf.representor.name if vf.representor else None)
+    """Unplug a port this host has no record of: remove what ``traces``
+    show the port left, and restore only what can be known without the
+    plug's snapshot. Each change needs evidence that it is the port's:
+
+    - the relay that pairs the VF with the port's socket, and the OVS ports
+      whose iface-id is the port's, are removed;
+    - the VF's MAC is cleared only while it is the port's MAC (a VF handed
+      on since, or never this port's, keeps its MAC);
+    - a VF on the relay driver goes back to its PF's driver only for a
+      forwarder port whose relay, or MAC, is on it (a passthrough VF's
+      driver is libvirt's business);
+    - a representor that carries the port's name gets back the name
+      discovery knows, when that differs (on a real host sysfs follows
+      the rename, so a representor renamed in another process keeps the
+      port's name; see the caller's note).
+
+    VLAN, trust, spoof checking, MTU and link flags from before the plug
+    are unknown and left as they are."""
     steps: list[Step] = []
-    if port.mode == FORWARDER:
+    vf = inventory.vf(traces.vf_address) if traces.vf_address else None
+    if vf is not None and traces.relay_path:
         steps.append(Step(
-            f"remove virtio-forwarder relay of VF {vf.address}",
+            f"remove virtio-forwarder relay of VF {vf.address} to {traces.relay_path}",
             Operation("forwarder_remove", {"vf_address": vf.address,
-                                           "vhost_path": port.vhost_path}),
+                                           "vhost_path": traces.relay_path}),
         ))
-    pf_driver = inventory.pf(vf.pf_address).driver
-    if vf.driver == opts.vfio_driver and pf_driver:
-        steps.append(Step(
-            f"give VF {vf.address} back to {pf_driver}",
-            Operation("bind_driver", {"address": vf.address, "driver": pf_driver}),
-        ))
-    if rep_name:
-        steps.append(Step(f"remove OVS port {rep_name}",
-                          Operation("ovs_delete_port", {"port": rep_name})))
-    steps.append(Step(
-        f"clear VF {vf.index} of PF {vf.pf_address} MAC",
-        Operation("set_vf", {"pf_address": vf.pf_address, "vf_index": vf.index,
-                             "settings": {"mac": ZERO_MAC, "vlan": 0, "qos": 0}}),
-    ))
-    return Plan("unplug", port.port_id, port.mode, tuple(steps), vf_address=vf.address)
+    for name in traces.ovs_ports:
+        steps.append(Step(f"remove OVS port {name} (iface-id {traces.port_id})",
+                          Operation("ovs_delete_port", {"port": name})))
+    if vf is not None:
+        mac_is_ports = traces.mac is not None and traces.vf_mac == traces.mac
+        if mac_is_ports:
+            steps.append(Step(
+                f"clear VF {vf.index} of PF {vf.pf_address} MAC (it is the port's, {traces.mac})",
+                Operation("set_vf", {"pf_address": vf.pf_address, "vf_index": vf.index,
+                                     "settings": {"mac": ZERO_MAC}}),
+            ))
+        relay_drivers = {opts.vfio_driver, relay_driver} - {None}
+        relayed = traces.relay_path is not None or (mode == FORWARDER and mac_is_ports)
+        if (relayed and traces.vf_driver in relay_drivers and traces.pf_driver
+                and traces.pf_driver != traces.vf_driver):
+            steps.append(Step(
+                f"give VF {vf.address} back to {traces.pf_driver}",
+                Operation("bind_driver", {"address": vf.address, "driver": traces.pf_driver}),
+            ))
+        rep, home = traces.representor, traces.representor_home
+        if rep and home and rep != home and rep in traces.port_names:
+            steps.append(Step(
+                f"rename representor {rep} back to {home}",
+                Operation("configure_link", {"ifname": rep, "new_name": home}),
+            ))
+    return Plan("unplug", traces.port_id, mode or "unknown", tuple(steps),
+                vf_address=vf.address if vf else None)

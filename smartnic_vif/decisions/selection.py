@@ -29,6 +29,8 @@ REMOTE_MANAGED_MISMATCH = "remote_managed does not match"
 NO_SWITCHDEV = "no switchdev"
 NO_REPRESENTOR = "no representor"
 CLAIMED = "claimed"
+#: Prefix of the reason for a VF the host shows in use without a claim.
+IN_USE = "in use on the host"
 
 #: Policies under which a VF on another NUMA node is unusable. "preferred" only
 #: orders candidates; "socket" is treated like "preferred" because the inventory
@@ -64,6 +66,7 @@ def assess_vf(
     *,
     drivers: Collection[str | None] | None = None,
     inventory: Inventory | None = None,
+    in_use: str | None = None,
 ) -> Assessment:
     """Judge one VF; constraints are checked from the most permanent (configured
     physnet, hardware capability) to the most passing (claimed), so the reason
@@ -97,6 +100,8 @@ def assess_vf(
             return Assessment(vf, f"NUMA node {vf.numa_node}", spec)
     if claimed_by is not None:
         return Assessment(vf, CLAIMED, spec)
+    if in_use is not None:
+        return Assessment(vf, f"{IN_USE}: {in_use}", spec)
     return Assessment(vf, None, spec)
 
 
@@ -108,15 +113,19 @@ def assess_vfs(
     numa_node: int | None = None,
     *,
     drivers: Collection[str | None] | None = None,
+    busy: Mapping[str, str] | None = None,
 ) -> list[Assessment]:
     """Every VF of the host, lowest address first, judged against ``request``.
 
     A VF claimed by the requesting port itself counts as free, so selecting
-    again for the same port (a retried plug) gives the same VF.
+    again for the same port (a retried plug) gives the same VF. ``busy``
+    maps VFs the host shows in use without a claim to why (see
+    :func:`select_vf`).
     """
     _check_request(request)
     specs = list(device_specs) if device_specs is not None else None
     claimed = {pci_address(addr, "claims"): port for addr, port in claims.items()}
+    in_use = {pci_address(addr, "busy"): why for addr, why in (busy or {}).items()}
     out = []
     for vf in _sorted_vfs(inventory):
         owner = claimed.get(vf.address)
@@ -124,7 +133,8 @@ def assess_vfs(
             owner = None
         out.append(
             assess_vf(
-                vf, request, owner, specs, numa_node, drivers=drivers, inventory=inventory
+                vf, request, owner, specs, numa_node, drivers=drivers, inventory=inventory,
+                in_use=in_use.get(vf.address),
             )
         )
     return out
@@ -147,6 +157,7 @@ def select_vf(
     numa_node: int | None = None,
     *,
     drivers: Collection[str | None] | None = None,
+    busy: Mapping[str, str] | None = None,
 ) -> VirtualFunction:
     """The free VF for ``request``: lowest PCI address among those that fit.
 
@@ -156,10 +167,15 @@ def select_vf(
     affinity according to the request's ``numa_policy`` (default legacy:
     devices on other nodes are out, devices without NUMA information are in;
     preferred: same-node devices first). ``drivers``, when given, lists the
-    acceptable current drivers (None for no driver bound).
+    acceptable current drivers (None for no driver bound). ``busy`` maps
+    VF addresses the host shows in use although no claim holds them (the
+    representor on OVS for a port, a virtio-forwarder relay: what a lost
+    state database leaves) to why; the host layer computes it
+    (:func:`smartnic_vif.host.traces.busy_vfs`), and such a VF is never
+    handed out.
     """
     assessed = assess_vfs(
-        inventory, claims, request, device_specs, numa_node, drivers=drivers
+        inventory, claims, request, device_specs, numa_node, drivers=drivers, busy=busy
     )
     fitting = [a.vf for a in assessed if a.reason is None]
     if fitting:
@@ -177,6 +193,7 @@ def select_vf(
 
 __all__ = [
     "CLAIMED",
+    "IN_USE",
     "NOT_IN_DEVICE_SPEC",
     "NO_REPRESENTOR",
     "NO_SWITCHDEV",

@@ -20,7 +20,7 @@ from typing import Any
 from smartnic_vif.decisions.plan import Operation
 from smartnic_vif.decisions.plug import LinkState, VfSnapshot
 from smartnic_vif.host import discovery, hook, kernel, netdev, privileged
-from smartnic_vif.host.forwarder.client import ForwarderClient, ForwarderTimeout
+from smartnic_vif.host.forwarder.client import ForwarderClient
 from smartnic_vif.host.ovsdb import OvsdbClient, PendingWrite, PortSpec
 from smartnic_vif.model import types
 from smartnic_vif.model.errors import HostOperationError, NotFound
@@ -341,16 +341,11 @@ class Host:
         self.ovsdb.delete_port(port)
 
     def forwarder_add(self, vf_address: str, vhost_path: str) -> None:
-        try:
-            self.forwarder.add_sock(vf_address, vhost_path)
-        except ForwarderTimeout:
-            # No answer does not mean not done: the daemon may have made the
-            # relay and lost the reply. The executor undoes only completed
-            # steps, so withdraw exactly this pair (both keys: never another
-            # port's relay) before reporting the failure.
-            with contextlib.suppress(HostOperationError):
-                self.forwarder.remove_sock(vf_address, vhost_path)
-            raise
+        # No answer does not mean not done: the daemon may have made the
+        # relay and lost the reply. The executor undoes a failed step too,
+        # which withdraws exactly this pair (both keys: never another
+        # port's relay).
+        self.forwarder.add_sock(vf_address, vhost_path)
 
     def forwarder_remove(self, vf_address: str, vhost_path: str | None) -> None:
         self.forwarder.remove_sock(vf_address, vhost_path)

@@ -1,4 +1,4 @@
-"""Run a plan against a host backend; undo what was done when a step fails.
+"""Run a plan against a host backend; undo every step that started when one fails.
 
 The executor is deliberately thin: it knows nothing about VFs or OVS, only
 that each step's ``do`` and ``undo`` name an operation of the backend, and
@@ -31,10 +31,11 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent import futures
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from smartnic_vif.decisions.plan import Operation, Plan, Step
-from smartnic_vif.model.errors import PlanStepFailed
+from smartnic_vif.model.errors import NotFound, PlanStepFailed
 
 LOG = logging.getLogger(__name__)
 
@@ -174,27 +175,36 @@ def _runs(ops: list[Any], name: Callable[[Any], str], groupable: frozenset[str]
         yield grouped, list(run)
 
 
-def _run_unit(backend: Any, plan: Plan, unit: list[int]) -> list[tuple[int, Exception | None]]:
-    """Run one unit in order, neighbouring groupable steps in one call;
-    (step, error or None) for each step that ran. A failure ends the unit."""
-    outcomes: list[tuple[int, Exception | None]] = []
+Outcome = tuple[int, Exception | None]
+
+
+def _run_unit(backend: Any, plan: Plan, unit: list[int]) -> tuple[list[Outcome], list[int]]:
+    """Run one unit in order, neighbouring groupable steps in one call.
+
+    Returns (step, error or None) for each step that ran, and every step
+    that started: those, plus the members of a failed call that did not
+    run (they went out with it). A failure ends the unit."""
+    outcomes: list[Outcome] = []
+    started: list[int] = []
     for grouped, run in _runs(unit, lambda i: plan.steps[i].do.name, _groupable(backend)):
         if not grouped:
             for i in run:
+                started.append(i)
                 try:
                     call(backend, plan.steps[i].do)
                 except Exception as e:
-                    return [*outcomes, (i, e)]
+                    return [*outcomes, (i, e)], started
                 outcomes.append((i, None))
             continue
+        started += run
         try:
             errors = backend.call_group([plan.steps[i].do for i in run])
-        except Exception as e:  # the round trip itself failed: nothing is known to have run
-            return [*outcomes, (run[0], e)]
+        except Exception as e:  # the round trip itself failed: any member may have run
+            return [*outcomes, (run[0], e)], started
         outcomes += zip(run, errors, strict=False)
         if len(errors) < len(run) or any(e is not None for e in errors):
-            return outcomes
-    return outcomes
+            return outcomes, started
+    return outcomes, started
 
 
 def first_horizon(plan: Plan, backend: Any) -> int:
@@ -219,9 +229,13 @@ def execute(
     :meth:`Plan.journal_horizon` of the steps begun so far (those that may
     start next included), unless ``started`` (what the caller journalled
     already) covers it; ``on_done(k)`` after each step with the number of
-    steps done. On failure no further
-    step starts; once the running ones end, every step done is undone, last
-    first, and :class:`PlanStepFailed` names the first step that failed.
+    steps done. On failure no further step starts; once the running ones
+    end, every step that *started* is undone, last first: the failed one
+    too (it may have changed the host before failing, as a driver bind
+    unbinds the old driver first), and every member of a privileged call
+    that carried it (every undo is safe on a step that did not run).
+    :class:`PlanStepFailed` names the first step that failed, the undos
+    that failed and, as warnings, the undos that found nothing to undo.
 
     A backend with ``GROUPABLE`` operations and ``call_group`` gets those
     steps in one call when they may start together (or one after the
@@ -233,6 +247,9 @@ def execute(
     groupable = _groupable(backend)
     startable = _startable(backend)
     done: set[int] = set()
+    # Every step whose ``do`` was attempted (done, failed or cut short).
+    attempted: set[int] = set()
+    failed_to_begin: set[int] = set()
     pending = list(range(len(plan.steps)))
     running: dict[futures.Future[Any], list[int]] = {}
     # Operations begun on this thread whose work runs elsewhere, by the
@@ -240,9 +257,12 @@ def execute(
     begun_here: dict[futures.Future[Any], Started] = {}
     failed: tuple[int, BaseException] | None = None
 
-    def finished(outcomes: list[tuple[int, Exception | None]]) -> None:
+    def finished(outcomes: list[Outcome], started: list[int] | None = None) -> None:
         nonlocal failed
+        attempted.update(started or ())
         for i, error in outcomes:
+            if i not in failed_to_begin:
+                attempted.add(i)
             if error is None:
                 done.add(i)
                 if on_done:
@@ -256,8 +276,11 @@ def execute(
         try:
             handle = backend.begin(plan.steps[unit[0]].do)
         except Exception as e:
+            # Refused before anything was sent: this step did not start.
+            failed_to_begin.add(unit[0])
             finished([(unit[0], e)])
             return
+        attempted.add(unit[0])
         running[handle.done] = unit
         begun_here[handle.done] = handle
 
@@ -305,7 +328,7 @@ def execute(
             for unit in units:
                 running[_thread_pool().submit(_run_unit, backend, plan, unit)] = unit
             if inline is not None:
-                finished(_run_unit(backend, plan, inline))
+                finished(*_run_unit(backend, plan, inline))
                 continue  # what it finished may let others start
         if not running:
             break
@@ -322,7 +345,7 @@ def execute(
             unit = running.pop(future)
             handle = begun_here.pop(future, None)
             if handle is None:
-                finished(future.result())
+                finished(*future.result())
                 continue
             try:
                 handle.wait()
@@ -333,17 +356,39 @@ def execute(
     if failed is None:
         return
     index, error = failed
-    errors = undo([plan.steps[i] for i in sorted(done)], backend)
-    if on_progress and not errors:
+    undone = undo([plan.steps[i] for i in sorted(done | attempted)], backend,
+                  unsure=[plan.steps[i] for i in attempted - done])
+    if on_progress and not undone.errors:
         on_progress(0)
-    raise PlanStepFailed(plan.steps[index].title, error, errors) from error
+    raise PlanStepFailed(plan.steps[index].title, error, undone.errors,
+                         undone.warnings) from error
 
 
-def undo(steps: tuple[Step, ...] | list[Step], backend: Any) -> list[str]:
-    """Undo ``steps`` last first; keep going past failures and return them.
-    Neighbouring undos the backend can group go in one call, still in order."""
+@dataclass(frozen=True)
+class Undone:
+    """What :func:`undo` could not do. ``errors``: undos that failed (the
+    host may still carry the step's change; a journal must stay so that
+    the undo can be finished). ``warnings``: undos that count as done
+    although the host may not be as it was: the undo's object no longer
+    exists (:class:`NotFound`: a representor, link, VF or port that
+    vanished, so there is nothing left to undo), or the undo of a step
+    that never completed failed (nothing says that step changed anything;
+    its undo was a precaution)."""
+
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def undo(steps: tuple[Step, ...] | list[Step], backend: Any,
+         unsure: tuple[Step, ...] | list[Step] = ()) -> Undone:
+    """Undo ``steps`` last first; keep going past failures. Neighbouring
+    undos the backend can group go in one call, still in order. An undo
+    that finds nothing to act on (:class:`NotFound`) is a warning, not an
+    error, and so is a failed undo of one of ``unsure`` (steps that began
+    but never completed); the rest goes on either way."""
     todo = [(s.title, s.undo) for s in reversed(steps) if s.undo is not None]
-    errors = []
+    precautions = {s.title for s in unsure}
+    result = Undone()
     for grouped, run in _runs(todo, lambda t: t[1].name, _groupable(backend)):
         for chunk in ([run] if grouped else [[t] for t in run]):
             outcomes: list[Exception | None]
@@ -356,10 +401,17 @@ def undo(steps: tuple[Step, ...] | list[Step], backend: Any) -> list[str]:
             except Exception as e:
                 outcomes = [e] * len(chunk)
             for (title, _), error in zip(chunk, outcomes, strict=True):
-                if error is not None:
+                if isinstance(error, NotFound):
+                    LOG.warning("undo of '%s': nothing left to undo: %s", title, error)
+                    result.warnings.append(f"{title}: {error}")
+                elif error is not None and title in precautions:
+                    LOG.warning("undo of '%s', which never completed, failed: %s", title, error)
+                    result.warnings.append(f"{title} (never completed; undo not confirmed):"
+                                           f" {error}")
+                elif error is not None:
                     LOG.error("undo of '%s' failed: %s", title, error)
-                    errors.append(f"{title}: {error}")
-    return errors
+                    result.errors.append(f"{title}: {error}")
+    return result
 
 
 def run_best_effort(plan: Plan, backend: Any) -> list[str]:

@@ -943,6 +943,12 @@ class OvsdbClient:
             return _port_infos(api, None, iface_id=iface_id)
 
 
+    def ports_with_iface_id(self) -> list[PortInfo]:
+        """Every port whose Interface has an external_ids:iface-id (any bridge)."""
+        with self._reading("list ports with an iface-id") as api:
+            return [p for p in _port_infos(api, None) if p.external_ids.get(IFACE_ID)]
+
+
 def _port_infos(
     api: Any,
     names: set[str] | None,

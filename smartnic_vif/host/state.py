@@ -34,6 +34,12 @@ CREATE TABLE IF NOT EXISTS ports (
     pid         INTEGER,
     updated     REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS unrestored (
+    vf_address  TEXT,
+    port_id     TEXT NOT NULL,
+    what        TEXT NOT NULL,
+    noted       REAL NOT NULL
+);
 """
 
 PHASES = ("claimed", "plugging", "plugged", "unplugging")
@@ -260,3 +266,32 @@ class StateStore:
     def release(self, port_id: str) -> None:
         with self._db() as db:
             db.execute("DELETE FROM ports WHERE port_id = ?", (port_id,))
+
+    # -- what an unplug could not put back ------------------------------------
+    def note_unrestored(self, port_id: str, vf_address: str | None, what: list[str]) -> None:
+        """Record what an unplug of ``port_id`` could not restore (its undo
+        found the thing gone), for ``status``. A note lives until the VF is
+        plugged again (:meth:`clear_unrestored`) or ``reconcile``
+        acknowledges it."""
+        now = time.time()
+        with self._db() as db:
+            # The same note again (an unplug repeated) is kept once.
+            db.executemany(
+                "INSERT INTO unrestored (vf_address, port_id, what, noted)"
+                " SELECT ?, ?, ?, ? WHERE NOT EXISTS (SELECT 1 FROM unrestored"
+                " WHERE vf_address IS ? AND port_id = ? AND what = ?)",
+                [(vf_address, port_id, w, now, vf_address, port_id, w) for w in what])
+
+    def unrestored(self) -> list[dict[str, Any]]:
+        with self._db() as db:
+            rows = db.execute("SELECT port_id, vf_address, what, noted FROM unrestored"
+                              " ORDER BY noted, rowid").fetchall()
+        return [{"port_id": p, "vf": vf, "what": w, "noted": t} for p, vf, w, t in rows]
+
+    def clear_unrestored(self, vf_address: str | None = None) -> None:
+        """Forget the notes about ``vf_address`` (all notes if None)."""
+        with self._db() as db:
+            if vf_address is None:
+                db.execute("DELETE FROM unrestored")
+            else:
+                db.execute("DELETE FROM unrestored WHERE vf_address = ?", (vf_address,))

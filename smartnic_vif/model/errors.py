@@ -42,12 +42,16 @@ class HostOperationError(SmartNICError):
 
 
 class PlanStepFailed(SmartNICError):
-    """A plan step failed; every step done before it was undone."""
+    """A plan step failed; every step that started, the failed one included,
+    was undone. ``undo_errors``: undos that failed; ``undo_warnings``: undos
+    that found nothing left to undo (counted as done)."""
 
-    def __init__(self, step: str, cause: BaseException, undo_errors: list[str] | None = None):
+    def __init__(self, step: str, cause: BaseException, undo_errors: list[str] | None = None,
+                 undo_warnings: list[str] | None = None):
         self.step = step
         self.cause = cause
         self.undo_errors = undo_errors or []
+        self.undo_warnings = undo_warnings or []
         msg = f"step '{step}' failed: {str(cause) or type(cause).__name__}"
         if self.undo_errors:
             msg += "; undo also failed for: " + "; ".join(self.undo_errors)

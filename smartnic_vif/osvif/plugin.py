@@ -34,7 +34,7 @@ from smartnic_vif.decisions import plug as decide
 from smartnic_vif.decisions import relays
 from smartnic_vif.decisions.plan import Plan
 from smartnic_vif.decisions.repair import plan_repair
-from smartnic_vif.host import executor
+from smartnic_vif.host import executor, traces
 from smartnic_vif.host.backend import Host
 from smartnic_vif.host.forwarder.client import check_vhost_socket
 from smartnic_vif.host.observe import observe_port
@@ -200,6 +200,8 @@ class SmartNICPlugin(plugin.PluginBase):
                                  on_progress=lambda n: self.store.set_progress(port.port_id, n),
                                  on_done=_failpoint, started=first)
             except PlanStepFailed as e:
+                if e.undo_warnings:
+                    self.store.note_unrestored(port.port_id, port.vf_address, e.undo_warnings)
                 if e.undo_errors:
                     # Leave the journal so that reconcile (or the next unplug)
                     # can finish the undo.
@@ -208,6 +210,9 @@ class SmartNICPlugin(plugin.PluginBase):
                     self.store.release(port.port_id)
                 raise
             self.store.set_phase(port.port_id, "plugged", len(plan))
+            # The plug's snapshot is the VF's new baseline: notes of what an
+            # earlier unplug could not restore are obsolete.
+            self.store.clear_unrestored(port.vf_address)
 
     def unplug_port(self, port: decide.PortRequest) -> None:
         assert port.vf_address is not None
@@ -225,16 +230,45 @@ class SmartNICPlugin(plugin.PluginBase):
                              port.port_id, port.vf_address, owner.port_id)
                     return
                 # No journal (state lost, or never plugged here): remove what
-                # the VIF names; everything absent counts as done.
-                plan = decide.plan_unplug_unrecorded(port, self.host.inventory(), self.options)
-                errors = executor.run_best_effort(plan, self.host)
-                if errors:
-                    raise SmartNICError("unplug incomplete: " + "; ".join(errors))
+                # the port left on the host; everything absent counts as done.
+                self.unplug_unrecorded(
+                    port.port_id, vf_address=port.vf_address,
+                    representor_name=port.representor_name, vhost_path=port.vhost_path,
+                    mac=port.mac, mode=port.mode, relay_driver=port.relay_driver)
                 return
             self._undo(record.plan, record.steps_started, port.port_id)
             hook = decide.post_unplug_hook(record.plan) if self.options.hook else None
             if hook is not None:
                 executor.call(self.host, hook)
+
+    def unplug_unrecorded(
+        self, port_id: str, *, vf_address: str | None = None,
+        representor_name: str | None = None, vhost_path: str | None = None,
+        mac: str | None = None, mode: str | None = None, relay_driver: str | None = None,
+    ) -> decide.PortTraces:
+        """Unplug a port that has no journal: find what it left on the host
+        (:mod:`smartnic_vif.host.traces`; the hints come from its VIF, when
+        there is one) and remove it, restoring only what can be known
+        (:func:`decide.plan_unplug_unrecorded`). Returns the traces found.
+        The caller holds the VF's lock when it names the VF."""
+        found = traces.port_traces(self.host, port_id, vf_address=vf_address,
+                                   representor_name=representor_name,
+                                   vhost_path=vhost_path, mac=mac)
+        plan = decide.plan_unplug_unrecorded(found, self.host.inventory(), self.options,
+                                             mode, relay_driver)
+        if plan.steps:
+            LOG.info("unplug of port %s without a journal:\n%s", port_id, plan.describe())
+        errors = executor.run_best_effort(plan, self.host)
+        if errors:
+            raise SmartNICError(f"unplug of port {port_id} incomplete: " + "; ".join(errors))
+        rep = found.representor
+        if rep and rep == found.representor_home and rep in found.port_names:
+            # Discovery knows it by the port's name (sysfs follows renames):
+            # the name it had before plug was only in the lost journal.
+            self.store.note_unrestored(port_id, found.vf_address, [
+                f"representor {rep} of VF {found.vf_address} keeps the port's name: "
+                "its name before plug is unknown without the journal"])
+        return found
 
     def recover(self, port_id: str) -> str:
         """After a crash: undo a half-done plug or finish a half-done unplug
@@ -263,9 +297,14 @@ class SmartNICPlugin(plugin.PluginBase):
 
     def _undo(self, plan: Plan, steps_started: int, port_id: str) -> None:
         self.store.set_phase(port_id, "unplugging")
-        errors = executor.undo(plan.steps[:steps_started], self.host)
-        if errors:
-            raise SmartNICError(f"unplug of port {port_id} incomplete: " + "; ".join(errors))
+        undone = executor.undo(plan.steps[:steps_started], self.host)
+        if undone.errors:
+            raise SmartNICError(f"unplug of port {port_id} incomplete: "
+                                + "; ".join(undone.errors))
+        # An undo that found its object gone (a representor deleted while
+        # plugged) is done: the claim goes, and status shows the note.
+        if undone.warnings:
+            self.store.note_unrestored(port_id, plan.vf_address, undone.warnings)
         self.store.release(port_id)
 
     def repair(self, port_id: str) -> list[str]:

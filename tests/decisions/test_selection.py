@@ -11,6 +11,7 @@ from smartnic_vif.decisions.devspec import parse_device_specs
 from smartnic_vif.decisions.pci_request import PortPciRequest, pci_request_for_port
 from smartnic_vif.decisions.selection import (
     CLAIMED,
+    IN_USE,
     NO_REPRESENTOR,
     NO_SWITCHDEV,
     NOT_IN_DEVICE_SPEC,
@@ -226,3 +227,15 @@ def test_empty_host() -> None:
     with pytest.raises(NoSuitableVF, match="no SR-IOV virtual functions") as exc:
         select_vf(Inventory("/", ()), {}, FORWARDER)
     assert exc.value.reasons == {}
+
+
+def test_a_vf_in_use_on_the_host_without_a_claim_is_never_handed_out() -> None:
+    # A lost state database leaves VFs whose representor is on OVS for a
+    # port, or whose relay exists, with no claim: the host layer says so.
+    busy = {"0000:05:08.0": "representor tap1 is on OVS for port p1",
+            "0000:05:08.1": "virtio-forwarder relays it to /run/vhu1"}
+    assert select_vf(HOST, {}, FORWARDER, SPECS, busy=busy).address == "0000:05:08.2"
+    with pytest.raises(NoSuitableVF) as exc:
+        select_vf(HOST, claims_of(SMARTNIC_VFS[2:]), FORWARDER, SPECS, busy=busy)
+    assert exc.value.reasons["0000:05:08.0"] == f"{IN_USE}: representor tap1 is on OVS for port p1"
+    assert exc.value.reasons["0000:05:08.1"].startswith(IN_USE)

@@ -626,8 +626,118 @@ def test_inventory_and_doctor_count_forwarder_relays_in_use(sim: Sim) -> None:
     sim.assert_unchanged(before)
 
 
+# -- failures leave the host as it was ------------------------------------------------------
+def test_a_failed_driver_bind_gives_the_vf_its_driver_back(sim: Sim, tmp_path: Any) -> None:
+    # The bind unbinds nfp, then finds no such driver: the failed step's own
+    # undo must run, or the VF is left with no driver at all.
+    before = sim.snapshot()
+    bad = tmp_path / "nosuchdrv.conf"
+    bad.write_text("[os_vif_smartnic]\nvfio_driver = nosuchdrv\n")
+    port_id = new_id()
+    proc = sim.cli("attach", "--port-id", port_id, "--mac", new_mac(), "--vnic-type",
+                   "virtio-forwarder", "--instance-uuid", new_id(), extra_config=str(bad))
+    assert proc.returncode == 1, explain(proc)
+    assert "nosuchdrv" in proc.stderr, explain(proc)
+    vf = sim.vf_rows[0]["vf"]
+    assert sim.vf_driver(vf) == "nfp"
+    sim.assert_unchanged(before)
+    assert sim.status() == {"ports": [], "drift": False, "unexplained": [], "unrestored": []}
+
+
+def recreate_representor(sim: Sim, vf_address: str) -> None:
+    """Make a VF's representor veth pair again, as ``sim create`` made it."""
+    layout = sim.host.layout
+    for p, pf in enumerate(layout.pf_specs()):
+        for spec in pf.vfs:
+            if spec.address == vf_address:
+                assert spec.representor and spec.netdev
+                proc = run([IP, "link", "add", "name", spec.representor.name,
+                            "address", spec.representor.mac, "type", "veth", "peer", "name",
+                            spec.netdev.name, "address", spec.netdev.mac,
+                            "netns", layout.vf_netns(p, spec.index)])
+                assert proc.returncode == 0, explain(proc)
+                return
+    raise AssertionError(f"no VF {vf_address} in the simulator's layout")
+
+
+def test_a_port_whose_representor_vanished_is_detached_with_a_note(sim: Sim) -> None:
+    before = sim.snapshot()
+    port_id, mac = new_id(), new_mac()
+    vf = sim.attach("virtio-forwarder", port_id, mac)["vf"]
+    rep = sim.vf_row(vf)["representor"]
+    run([IP, "link", "del", tap_name(port_id)])  # the representor, renamed, vanishes
+    try:
+        detached = sim.json("detach", "--port-id", port_id)
+        assert detached["status"] == "detached" and detached["vf"] == vf
+        # The rest of the undo went on: the claim, the OVS port, the relay,
+        # the VF's MAC and driver are back as they were.
+        assert sim.claims() == [] and sim.ovs_ports(port_id) == [] and sim.relays() == []
+        assert sim.vf_state(vf) == before["vfs"][vf][0] and sim.vf_driver(vf) == "nfp"
+        # status says what could not be put back, until reconcile acknowledges it.
+        status = sim.status(expect=1)
+        [note] = status["unrestored"]
+        assert note["port_id"] == port_id and note["vf"] == vf
+        assert f"rename representor {rep} to {tap_name(port_id)}" in note["what"]
+        assert "does not exist" in note["what"]
+        text = sim.cli("status")
+        assert text.returncode == 1 and "could not be restored" in text.stdout, explain(text)
+        assert sim.json("detach", "--port-id", port_id)["status"] == "not attached"
+        ack = sim.json("reconcile")
+        assert [a["action"] for a in ack["actions"]] == [f"acknowledged: {note['what']}"]
+        assert sim.status()["unrestored"] == []
+    finally:
+        recreate_representor(sim, vf)
+    sim.assert_unchanged(before)
+
+
+def lose_state_database(sim: Sim) -> None:
+    for suffix in ("", "-wal", "-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(sim.host.layout.state_path, "state.db" + suffix))
+
+
+def test_detach_after_the_state_database_was_lost_removes_what_the_port_left(
+    sim: Sim,
+) -> None:
+    before = sim.snapshot()
+    port_id, mac = new_id(), new_mac()
+    vf = sim.attach("virtio-forwarder", port_id, mac)["vf"]
+    rep = sim.vf_row(vf)["representor"]
+    lose_state_database(sim)
+    try:
+        # status and doctor report what no claim explains.
+        status = sim.status(expect=1)
+        assert status["ports"] == []
+        assert [(u["vf"], u["port_id"]) for u in status["unexplained"]] == [
+            (vf, port_id), (vf, None)]
+        doctor = {c["check"]: c for c in sim.json("doctor", expect=1)["checks"]}
+        assert not doctor["unexplained"]["ok"] and vf in doctor["unexplained"]["detail"]
+        # Another port is never handed the still-plugged VF.
+        other = new_id()
+        assert sim.attach("direct", other, new_mac())["vf"] != vf
+        sim.json("detach", "--port-id", other)
+
+        detached = sim.json("detach", "--port-id", port_id)
+    finally:
+        sim.cli("detach", "--port-id", port_id)
+
+    assert detached["status"] == "detached" and detached["vf"] == vf
+    assert "no claim" in detached["note"]
+    assert sim.ovs_ports(port_id) == [] and sim.relays() == []
+    assert sim.link(rep) is not None and sim.link(tap_name(port_id)) is None
+    assert sim.vf_driver(vf) == "nfp" and sim.vf_state(vf)["mac"] == "00:00:00:00:00:00"
+    assert sim.status() == {"ports": [], "unrestored": [], "unexplained": [], "drift": False}
+    assert sim.json("detach", "--port-id", port_id)["status"] == "not attached"
+    # The representor's MTU and flags from before the plug were only in the
+    # lost journal; put them back for the next test.
+    mtu, up = before["links"][rep]
+    run([IP, "link", "set", rep, "mtu", str(mtu), "promisc", "off", "up" if up else "down"])
+    sim.assert_unchanged(before)
+
+
 # -- doctor / reconcile --------------------------------------------------------------------
-CHECKS = ["sysfs", "switchdev", "representors", "ovsdb", "bridge", "forwarder", "device_spec"]
+CHECKS = ["sysfs", "switchdev", "representors", "ovsdb", "bridge", "forwarder", "unexplained",
+          "device_spec"]
 
 
 def test_doctor(sim: Sim, tmp_path: Any) -> None:
@@ -661,7 +771,7 @@ def test_doctor(sim: Sim, tmp_path: Any) -> None:
     data = sim.json("doctor", expect=1, extra_config=str(half))
     d = {c["check"]: c for c in data["checks"]}
     assert not d["ovsdb"]["ok"] and "no-such-db.sock" in d["ovsdb"]["fix"]
-    assert "bridge" not in d  # cannot be checked without OVSDB
+    assert "bridge" not in d and "unexplained" not in d  # cannot be checked without OVSDB
     assert not d["device_spec"]["ok"]
     assert d["device_spec"]["detail"].startswith(f"{VFS_PER_PF}/{PFS * VFS_PER_PF} ")
     assert "pci-spec" in d["device_spec"]["fix"]

@@ -629,6 +629,51 @@ def test_unplugging_a_never_plugged_vif_succeeds_and_changes_nothing(
     assert env.snapshot() == before
 
 
+@pytest.mark.parametrize("mode", ["passthrough", "forwarder"])
+def test_unplug_after_the_journal_was_lost_removes_what_the_port_left(
+    env: PluginEnv, mode: str
+) -> None:
+    vf = env.vf(1, 10)
+    before = env.snapshot()
+    vif = make_vif(env, mode, vf)
+    os_vif.plug(vif, INSTANCE)
+    env.store().release(vif.port_profile.interface_id)  # the state database is lost
+
+    os_vif.unplug(vif, INSTANCE)
+
+    # The OVS port (by iface-id), the relay (by socket path), the VF's MAC
+    # (the port's) and driver, and the representor's name are all back.
+    after = env.snapshot()
+    assert {k: v for k, v in after.items() if k != "links"} == {
+        k: v for k, v in before.items() if k != "links"}
+    assert after["links"].keys() == before["links"].keys()
+    assert notes_about(env, vf) == []
+    # Its MTU and flags from before the plug were only in the journal.
+    assert vf.representor is not None
+    mtu, up, promisc = before["links"][vf.representor.name]
+    privileged.set_link(vf.representor.name, mtu=mtu, up=up, promisc=promisc)
+
+
+@pytest.mark.parametrize("mode", ["passthrough", "forwarder"])
+def test_unplug_without_a_journal_leaves_a_mac_that_is_not_the_ports(
+    env: PluginEnv, mode: str
+) -> None:
+    # Nova's live migration of a direct port unplugs twice on the source; by
+    # the second unplug the VF may carry something else. Without a journal
+    # nothing says the VF's MAC was this port's doing.
+    vf = env.vf(1, 11)
+    privileged.set_vf(env.sim.dir, "simulated", vf.pf_address, vf.index,
+                      {"mac": "fa:16:3e:00:00:99"})
+    try:
+        plugged = env.snapshot()
+        os_vif.unplug(make_vif(env, mode, vf), INSTANCE)
+        assert env.vf_settings(vf.address)["mac"] == "fa:16:3e:00:00:99"
+        assert env.snapshot() == plugged
+    finally:
+        privileged.set_vf(env.sim.dir, "simulated", vf.pf_address, vf.index,
+                          {"mac": "00:00:00:00:00:00"})
+
+
 @pytest.mark.parametrize("rename", [False, True])
 def test_unplugging_an_unknown_port_leaves_the_port_that_owns_the_vf_alone(
     env: PluginEnv, rename: bool
@@ -752,6 +797,10 @@ def test_forwarder_not_running(env: PluginEnv) -> None:
         assert_released(env, vif)
         assert env.vf_driver(vf.address) == "nfp"
         assert env.vf_settings(vf.address)["mac"] == "00:00:00:00:00:00"
+        # The withdrawal of the relay that never answered is not confirmed:
+        # noted for status, without holding the VF.
+        assert any("undo not confirmed" in n["what"] and "REMOVE_SOCK" in n["what"]
+                   for n in notes_about(env, vf))
     finally:
         env.restart_forwarder()
     assert env.sim.processes()["virtio-forwarder-sim"] != pid
@@ -885,6 +934,41 @@ def test_representor_missing(env: PluginEnv, mode: str) -> None:
         assert env.relay_pairs() == []
     finally:
         env.recreate_representor(vf.address)
+
+
+@pytest.mark.parametrize("rename", [False, True])
+def test_a_representor_that_vanished_while_plugged_does_not_block_unplug(
+    env: PluginEnv, rename: bool
+) -> None:
+    vf = env.vf(0, 9)
+    vif = passthrough_vif(vf, rename=rename)
+    os_vif.plug(vif, INSTANCE)
+    with IPRoute() as ipr:
+        ipr.link("del", ifname=port_name(vif, vf))
+    try:
+        os_vif.unplug(vif, INSTANCE)
+
+        # The undo of the representor found it gone: a note, not an error.
+        port_id = vif.port_profile.interface_id
+        assert_released(env, vif)
+        assert env.vf_settings(vf.address)["mac"] == "00:00:00:00:00:00"
+        [note] = notes_about(env, vf)
+        assert (note["port_id"], note["vf"]) == (port_id, vf.address)
+        assert "does not exist" in note["what"]
+        os_vif.unplug(vif, INSTANCE)  # again: nothing left, nothing noted twice
+        assert len(notes_about(env, vf)) == 1
+    finally:
+        env.recreate_representor(vf.address)
+    # Plugging the VF again makes the note obsolete.
+    again = passthrough_vif(vf, rename=rename)
+    os_vif.plug(again, INSTANCE)
+    assert notes_about(env, vf) == []
+    os_vif.unplug(again, INSTANCE)
+
+
+def notes_about(env: PluginEnv, vf: VirtualFunction) -> list[dict[str, Any]]:
+    """What unplugs of ``vf``'s ports could not restore (see ``status``)."""
+    return [n for n in env.store().unrestored() if n["vf"] == vf.address]
 
 
 @pytest.mark.parametrize("mode", ["passthrough", "forwarder"])

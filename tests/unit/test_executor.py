@@ -177,7 +177,7 @@ def test_steps_the_caller_journalled_as_started_are_not_written_again() -> None:
     assert rec.progress == [5]
 
 
-def test_a_failure_undoes_every_finished_step_last_first_and_starts_no_more() -> None:
+def test_a_failure_undoes_every_started_step_last_first_and_starts_no_more() -> None:
     rec = Recorder()
     rec.fail.add("port")
     p = plan(step("vf", after=()), step("link", after=()), step("bridge", after=()),
@@ -188,8 +188,8 @@ def test_a_failure_undoes_every_finished_step_last_first_and_starts_no_more() ->
     assert "port broke" in str(caught.value)
     assert ("start", "relay") not in rec.events
     undone = [n for k, n in rec.events if k == "undo"]
-    # Every step that finished, highest index first; never the failed one.
-    assert undone == ["bridge", "link", "vf"]
+    # Every step that started, highest index first, the failed one too.
+    assert undone == ["port", "bridge", "link", "vf"]
     assert rec.progress[-1] == 0  # the undo completed: nothing is left started
 
 
@@ -200,7 +200,7 @@ def test_a_failure_beside_running_steps_waits_for_them_and_undoes_them_too() -> 
     with pytest.raises(PlanStepFailed) as caught:
         run(p, rec)
     assert caught.value.step == "y"
-    assert [n for k, n in rec.events if k == "undo"] == ["x", "a"]
+    assert [n for k, n in rec.events if k == "undo"] == ["y", "x", "a"]
 
 
 def test_an_error_without_a_message_is_named_by_its_type() -> None:
@@ -298,7 +298,7 @@ def test_groupable_steps_that_start_together_or_in_a_chain_go_in_one_call() -> N
     assert executor.first_horizon(forwarder_like(), rec) == 5
 
 
-def test_a_failure_inside_a_group_stops_the_rest_of_it_and_undoes_what_ran() -> None:
+def test_a_failure_inside_a_group_stops_the_rest_of_it_and_undoes_all_of_it() -> None:
     rec = Grouping()
     rec.fail.add("bind")
     with pytest.raises(PlanStepFailed) as caught:
@@ -306,19 +306,19 @@ def test_a_failure_inside_a_group_stops_the_rest_of_it_and_undoes_what_ran() -> 
     assert caught.value.step == "bind"
     assert ("start", "link") not in rec.events  # after bind in the group: never started
     assert ("start", "relay") not in rec.events
-    # Undone last first: the port alone, then vf (a group of one).
-    assert [n for k, n in rec.events if k == "undo"] == ["port", "vf"]
-    assert rec.groups[-1] == (["vf"], True)
+    # Undone last first: the port alone, then the whole call in one.
+    assert [n for k, n in rec.events if k == "undo"] == ["port", "link", "bind", "vf"]
+    assert rec.groups[-1] == (["link", "bind", "vf"], True)
 
 
 def test_undo_groups_neighbouring_groupable_undos_in_reverse_and_keeps_going() -> None:
     rec = Grouping()
     rec.fail.add("undo link")
     p = forwarder_like()
-    errors = executor.undo(p.steps, rec)
+    done = executor.undo(p.steps, rec)
     assert [n for k, n in rec.events if k == "undo"] == ["relay", "port", "link", "bind", "vf"]
     assert rec.groups == [(["link", "bind", "vf"], True)]
-    assert errors == ["link: undo of link broke"]
+    assert done.errors == ["link: undo of link broke"] and done.warnings == []
 
 
 class Remote:
@@ -419,8 +419,9 @@ def test_a_begun_step_that_fails_is_reported_and_the_rest_undone() -> None:
         executor.execute(p, rec, on_progress=rec.progress.append)
     assert caught.value.step == "port"
     assert "port broke" in str(caught.value)
-    # vf and link ran (they did not wait for the port); the port never ended.
-    assert [n for k, n in rec.events if k == "undo"] == ["link", "vf"]
+    # vf and link ran (they did not wait for the port); the port, which
+    # never ended, is undone with them.
+    assert [n for k, n in rec.events if k == "undo"] == ["link", "port", "vf"]
     assert rec.progress[-1] == 0
 
 
@@ -431,7 +432,7 @@ def test_a_step_that_cannot_begin_starts_nothing_else() -> None:
     with pytest.raises(PlanStepFailed, match="refused before anything was sent") as caught:
         executor.execute(p, rec)
     assert caught.value.step == "port"
-    assert rec.events == []  # neither vf nor link started, so nothing to undo
+    assert rec.events == []  # nothing started (the port was refused before it was sent)
 
 
 def test_a_failure_beside_a_begun_step_waits_for_it_and_undoes_it() -> None:
@@ -443,7 +444,7 @@ def test_a_failure_beside_a_begun_step_waits_for_it_and_undoes_it() -> None:
         executor.execute(p, rec)
     assert caught.value.step == "vf"
     assert ("end", "port") in rec.events
-    assert [n for k, n in rec.events if k == "undo"] == ["port"]
+    assert [n for k, n in rec.events if k == "undo"] == ["port", "vf"]
 
 
 def test_a_begun_step_that_never_reports_fails_at_its_deadline() -> None:
@@ -453,4 +454,71 @@ def test_a_begun_step_that_never_reports_fails_at_its_deadline() -> None:
     with pytest.raises(PlanStepFailed, match="no answer before the deadline") as caught:
         executor.execute(p, rec)
     assert caught.value.step == "port"
-    assert [n for k, n in rec.events if k == "undo"] == ["vf"]
+    assert [n for k, n in rec.events if k == "undo"] == ["port", "vf"]
+
+
+# -- a failed step is undone too ------------------------------------------------------
+
+
+def test_the_failed_step_itself_is_undone_with_the_steps_before_it() -> None:
+    # A step may change the host before it fails (a driver bind unbinds the
+    # old driver first): its own undo runs too, after nothing that came later.
+    rec = Recorder()
+    rec.fail.add("bind")
+    with pytest.raises(PlanStepFailed) as caught:
+        run(plan(step("link"), step("bind"), step("relay")), rec)
+    assert caught.value.step == "bind"
+    assert [n for k, n in rec.events if k == "undo"] == ["bind", "link"]
+    assert rec.progress[-1] == 0
+
+
+def test_a_group_call_that_fails_as_a_whole_undoes_every_member() -> None:
+    class Broken(Grouping):
+        def call_group(self, ops: list[Operation], keep_going: bool = False
+                       ) -> list[Exception | None]:
+            if not keep_going:
+                raise ConnectionError("privileged helper gone")
+            return super().call_group(ops, keep_going)
+
+    rec = Broken()
+    p = plan(gstep("vf", after=()), gstep("link", after=()))
+    with pytest.raises(PlanStepFailed, match="privileged helper gone"):
+        executor.execute(p, rec)
+    assert [n for k, n in rec.events if k == "undo"] == ["link", "vf"]
+
+
+def test_an_undo_of_something_gone_is_a_warning_not_an_error() -> None:
+    from smartnic_vif.model.errors import NotFound
+
+    class Vanished(Grouping):
+        def unpriv(self, name: str) -> None:
+            super().unpriv(name)
+            if name == "link":
+                raise NotFound("network device tap1 (nor eth3) does not exist")
+
+    rec = Vanished()
+    rec.fail.add("undo vf")
+    done = executor.undo(forwarder_like().steps, rec)
+    # Every undo ran, the missing link's as a warning, the broken one as an error.
+    assert [n for k, n in rec.events if k == "undo"] == ["relay", "port", "link", "bind", "vf"]
+    assert done.warnings == ["link: network device tap1 (nor eth3) does not exist"]
+    assert done.errors == ["vf: undo of vf broke"]
+
+
+def test_a_failed_undo_of_the_step_that_failed_is_a_warning() -> None:
+    # Nothing says the failed step changed anything (a daemon that never
+    # answered): its undo is a precaution, and its failure does not make the
+    # rest count as unfinished. A finished step's failed undo does.
+    class Unreachable(Recorder):
+        def rollback(self, name: str) -> None:
+            super().rollback(name)
+            raise TimeoutError(f"{name}: no answer")
+
+    rec = Unreachable()
+    rec.fail.add("relay")
+    with pytest.raises(PlanStepFailed) as caught:
+        run(plan(step("vf"), step("relay")), rec)
+    assert [n for k, n in rec.events if k == "undo"] == ["relay", "vf"]
+    assert caught.value.undo_errors == ["vf: vf: no answer"]
+    assert caught.value.undo_warnings == [
+        "relay (never completed; undo not confirmed): relay: no answer"]

@@ -579,10 +579,18 @@ class ForwarderClient:
             ) from exc
 
     def _pair_present(self, addr: PciAddress | None, path: str | None) -> bool:
-        """Whether the daemon still has a pair using ``path`` or the VF ``addr``."""
+        """Whether the daemon still has a pair using ``path`` or the VF ``addr``.
+
+        With both, a path paired with another VF is not the pair asked for,
+        unless ``addr`` is relayed too (the request mixes two pairs): the
+        undo of an ADD_SOCK refused because another port's relay holds the
+        path must not fail."""
         if path is not None:
-            return self._paired_pci(path) is not None
-        # Only the VF is known: QUERY_PCI is keyed by path, so look at the relays.
+            paired = self._paired_pci(path)
+            if paired is None or addr is None or paired == addr:
+                return paired is not None
+        # The VF (alone, or beside another VF's path): QUERY_PCI is keyed by
+        # path, so look at the relays.
         return any(relay.pci == addr for relay in self.relays_in_use())
 
     def close(self) -> None:

@@ -1,0 +1,183 @@
+"""What ports left on the host, found without the state database.
+
+The journal says what a plug changed; when it is lost (or a port was never
+plugged here) the host itself is the record: an OVS Interface carries the
+port's id in ``external_ids:iface-id``, a representor may carry the port's
+name, and virtio-forwarder pairs a VF with the port's socket. These reads
+feed :func:`~smartnic_vif.decisions.plug.plan_unplug_unrecorded` (what an
+unplug without a journal removes), VF selection (a VF in use on the host is
+never handed out) and ``status``/``doctor`` (host state no claim explains).
+
+A representor is matched to its VF by discovery (``phys_switch_id`` and
+``phys_port_name``, whatever its name). The simulated host's sysfs tree does
+not follow renames, and an inventory read before a rename has the old name,
+so a link that discovery does not know by name is also matched by its MAC
+against the representors whose known name no longer exists.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from smartnic_vif.decisions.plug import PortTraces
+from smartnic_vif.decisions.vif_builder import devname_for_port
+from smartnic_vif.host import netdev
+from smartnic_vif.host.ovsdb import ATTACHED_MAC, IFACE_ID
+from smartnic_vif.model.errors import HostOperationError, InvalidValue
+from smartnic_vif.model.inventory import Inventory
+
+LOG = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class HostUse:
+    """One sign on the host that a VF is in use: its representor on OVS for
+    a port (``port_id``, ``ovs_port``), or a relay of it (``relay_path``)."""
+
+    vf_address: str
+    port_id: str | None = None
+    ovs_port: str | None = None
+    relay_path: str | None = None
+
+    def describe(self) -> str:
+        if self.ovs_port is not None:
+            return f"representor {self.ovs_port} is on OVS for port {self.port_id}"
+        return f"virtio-forwarder relays it to {self.relay_path}"
+
+
+def _link_mac(name: str) -> str | None:
+    try:
+        link = netdev.get_link(name)
+    except (InvalidValue, OSError):
+        return None
+    return str(link["mac"]).lower() if link else None
+
+
+def vfs_of_links(inventory: Inventory, names: Iterable[str]) -> dict[str, str]:
+    """Link name -> VF address, for the names that are VF representors."""
+    by_name = {vf.representor.name: vf.address for vf in inventory.vfs() if vf.representor}
+    found = {n: by_name[n] for n in names if n in by_name}
+    unknown = [n for n in names if n not in by_name]
+    if not unknown:
+        return found
+    # Representors whose known name is gone: renamed since discovery read it.
+    gone: dict[str, str] = {}
+    for name, vf_address in by_name.items():
+        if _link_mac(name) is None:
+            mac = _read(os.path.join(inventory.sysfs_root, "sys", "class", "net", name, "address"))
+            if mac:
+                gone[mac.lower()] = vf_address
+    for name in unknown:
+        mac = _link_mac(name) if gone else None
+        if mac is not None and mac in gone:
+            found[name] = gone[mac]
+    return found
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def relays(host: Any) -> list[tuple[str, str | None]] | None:
+    """(VF address, socket path) of every virtio-forwarder relay; None when
+    the daemon is not there to ask (no relay can be known then)."""
+    endpoint = str(host.config.forwarder_stats_endpoint)
+    if endpoint.startswith("ipc://") and not os.path.exists(endpoint[len("ipc://"):]):
+        return None
+    try:
+        stats = host.forwarder.stats()
+    except HostOperationError as e:
+        LOG.warning("cannot list virtio-forwarder relays: %s", e)
+        return None
+    return [(str(r.pci), r.vhost_path) for r in stats if r.pci is not None]
+
+
+def host_uses(host: Any) -> list[HostUse]:
+    """Every VF the host shows in use: representors on OVS with an iface-id,
+    and relays."""
+    inventory = host.inventory()
+    ports = host.ovsdb.ports_with_iface_id()
+    vfs = vfs_of_links(inventory, [p.name for p in ports])
+    uses = [HostUse(vfs[p.name], port_id=p.external_ids[IFACE_ID], ovs_port=p.name)
+            for p in ports if p.name in vfs]
+    uses += [HostUse(vf, relay_path=path) for vf, path in relays(host) or []]
+    return uses
+
+
+def unexplained(host: Any, claims: Mapping[str, str]) -> list[dict[str, Any]]:
+    """Host state no claim explains (``claims``: VF address -> port id): a
+    representor on OVS for a port that does not hold its VF, a relay of a
+    VF nobody claims."""
+    out = []
+    for use in host_uses(host):
+        owner = claims.get(use.vf_address)
+        if owner is not None and (use.port_id is None or use.port_id == owner):
+            continue
+        out.append({"vf": use.vf_address, "port_id": use.port_id,
+                    "what": f"{use.describe()}, which no claim explains"})
+    return out
+
+
+def busy_vfs(host: Any, claims: Mapping[str, str]) -> dict[str, str]:
+    """VF address -> why, for VFs in use on the host without a claim (for
+    :func:`~smartnic_vif.decisions.selection.select_vf`)."""
+    busy: dict[str, str] = {}
+    for item in unexplained(host, claims):
+        busy.setdefault(item["vf"], item["what"].removesuffix(", which no claim explains"))
+    return busy
+
+
+def port_traces(
+    host: Any, port_id: str, *, vf_address: str | None = None,
+    representor_name: str | None = None, vhost_path: str | None = None,
+    mac: str | None = None,
+) -> PortTraces:
+    """What ``port_id`` left on the host. The hints (from the port's VIF,
+    when there is one) narrow the search; without them the port is found
+    by its iface-id in OVS and the VF by the representor that carries it."""
+    inventory = host.inventory()
+    ovs = host.ovsdb.find_ports_by_iface_id(port_id)
+    mac = mac or next((p.external_ids.get(ATTACHED_MAC) for p in ovs
+                       if p.external_ids.get(ATTACHED_MAC)), None)
+    names = [p.name for p in ovs]
+    ovs_vfs = vfs_of_links(inventory, names)
+    if vf_address is None and ovs_vfs:
+        vf_address = sorted(set(ovs_vfs.values()))[0]
+    relay_path = None
+    if vhost_path is not None:
+        try:
+            paired = host.forwarder.query_pci(vhost_path)
+        except HostOperationError as e:
+            LOG.warning("cannot ask virtio-forwarder about %s: %s", vhost_path, e)
+            paired = None
+        if paired is not None and (vf_address is None or str(paired) == vf_address):
+            vf_address, relay_path = str(paired), vhost_path
+    if relay_path is None and vf_address is not None and vf_address in ovs_vfs.values():
+        # The VF's representor is on OVS for this port: its relay is the port's too.
+        relay_path = next((path for vf, path in relays(host) or [] if vf == vf_address), None)
+    port_names = tuple(dict.fromkeys([representor_name or devname_for_port(port_id), *names]))
+    if vf_address is None:
+        return PortTraces(port_id, mac=mac, port_names=port_names, ovs_ports=tuple(names))
+    vf = inventory.vf(vf_address)
+    home = vf.representor.name if vf.representor else None
+    current = next((n for n, v in ovs_vfs.items() if v == vf_address), None)
+    if current is None:
+        candidates = [n for n in (representor_name, home) if n]
+        current = next((n for n, v in vfs_of_links(inventory, candidates).items()
+                        if v == vf_address and _link_mac(n) is not None), None)
+    settings = host.vf_settings(vf_address)
+    pf = inventory.pf(vf.pf_address)
+    return PortTraces(
+        port_id, vf_address=vf_address, mac=mac, port_names=port_names,
+        ovs_ports=tuple(names), relay_path=relay_path, representor=current,
+        representor_home=home, vf_mac=settings.get("mac"),
+        vf_driver=host.vf_driver(vf_address), pf_driver=pf.driver,
+    )
