@@ -126,9 +126,9 @@ class Sim:
             raise AssertionError("stdout is not JSON\n" + explain(proc)) from None
 
     def attach(self, vnic_type: str, port_id: str, mac: str, *extra: str,
-               expect: int = 0) -> Any:
+               expect: int = 0, instance_uuid: str | None = None) -> Any:
         return self.json("attach", "--port-id", port_id, "--mac", mac, "--vnic-type", vnic_type,
-                         "--instance-uuid", new_id(), *extra, expect=expect)
+                         "--instance-uuid", instance_uuid or new_id(), *extra, expect=expect)
 
     def status(self, expect: int = 0) -> dict[str, Any]:
         data = self.json("status", expect=expect)

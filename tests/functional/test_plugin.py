@@ -662,7 +662,7 @@ def test_unplug_without_a_journal_leaves_a_mac_that_is_not_the_ports(
     # the second unplug the VF may carry something else. Without a journal
     # nothing says the VF's MAC was this port's doing.
     vf = env.vf(1, 11)
-    privileged.set_vf(env.sim.dir, "simulated", vf.pf_address, vf.index,
+    privileged.set_vf(vf.pf_address, vf.index,
                       {"mac": "fa:16:3e:00:00:99"})
     try:
         plugged = env.snapshot()
@@ -670,7 +670,7 @@ def test_unplug_without_a_journal_leaves_a_mac_that_is_not_the_ports(
         assert env.vf_settings(vf.address)["mac"] == "fa:16:3e:00:00:99"
         assert env.snapshot() == plugged
     finally:
-        privileged.set_vf(env.sim.dir, "simulated", vf.pf_address, vf.index,
+        privileged.set_vf(vf.pf_address, vf.index,
                           {"mac": "00:00:00:00:00:00"})
 
 

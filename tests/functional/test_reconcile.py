@@ -103,7 +103,9 @@ def test_reconcile_repairs_the_relays_a_forwarder_restart_forgot(sim: Sim) -> No
     before = sim.snapshot()
     fwd = [new_id(), new_id()]
     direct = new_id()
-    vfs = [sim.attach("virtio-forwarder", p, new_mac())["vf"] for p in fwd]
+    macs, instance = [new_mac(), new_mac()], new_id()
+    vfs = [sim.attach("virtio-forwarder", p, m, instance_uuid=instance)["vf"]
+           for p, m in zip(fwd, macs, strict=True)]
     direct_vf = sim.attach("direct", direct, new_mac())["vf"]
     pairs = sorted((vf, vhost_of(sim, p)) for vf, p in zip(vfs, fwd, strict=True))
     assert sim.relays() == pairs
@@ -117,7 +119,7 @@ def test_reconcile_repairs_the_relays_a_forwarder_restart_forgot(sim: Sim) -> No
 
     # Nova's path (init_host plugs every VIF again; attach does the same
     # through os-vif) repairs the port it plugs, and only that one.
-    again = sim.attach("virtio-forwarder", fwd[0], new_mac())
+    again = sim.attach("virtio-forwarder", fwd[0], macs[0], instance_uuid=instance)
     assert again["status"] == "already attached"
     assert (vfs[0], vhost_of(sim, fwd[0])) in sim.relays()
     assert (vfs[1], vhost_of(sim, fwd[1])) not in sim.relays()
