@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import uuid
 from typing import Any
 
@@ -384,6 +385,15 @@ def cmd_detach(args: argparse.Namespace) -> int:
         if session.store.get(port_id) is not None:
             session.store.release(port_id)
         result = {"port_id": port_id, "status": "detached", "vf": record.vf_address}
+    if result["status"] == "detached":
+        # What the unplug found gone and could not put back (status shows it
+        # too, until reconcile acknowledges it): detached, with a warning.
+        unrestored = [n["what"] for n in session.store.unrestored() if n["port_id"] == port_id]
+        if unrestored:
+            result["unrestored"] = unrestored
+        for what in unrestored:
+            print(f"smartnic-vif detach: warning: could not be restored: {what}",
+                  file=sys.stderr)
     if args.json:
         render.emit_json(result)
     else:
