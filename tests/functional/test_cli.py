@@ -716,6 +716,9 @@ def test_detach_after_the_state_database_was_lost_removes_what_the_port_left(
         assert status["ports"] == []
         assert [(u["vf"], u["port_id"]) for u in status["unexplained"]] == [
             (vf, port_id), (vf, None)]
+        # No VM is connected, so the daemon's stats name no socket: say so.
+        relay = status["unexplained"][1]["what"]
+        assert relay.startswith("virtio-forwarder relays it (no VM connected)"), relay
         doctor = {c["check"]: c for c in sim.json("doctor", expect=1)["checks"]}
         assert not doctor["unexplained"]["ok"] and vf in doctor["unexplained"]["detail"]
         # Another port is never handed the still-plugged VF.
