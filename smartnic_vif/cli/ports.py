@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import uuid
 from typing import Any
 
@@ -193,6 +194,10 @@ def cmd_attach(args: argparse.Namespace) -> int:
     request = pci_request_for_port(port, network)
     existing = session.store.get(port_id)
     if existing is not None and existing.phase == "plugged" and not args.dry_run:
+        if "vif" not in existing.request:
+            raise SmartNICError(
+                f"port {port_id} was plugged through os-vif (nova-compute), not by attach; "
+                "manage it through Nova, or detach it first")
         vif = _vif_from_record(existing)
         differences = _attach_differences(existing, vif, args, port, network, instance_uuid)
         if differences:
@@ -364,6 +369,14 @@ def cmd_detach(args: argparse.Namespace) -> int:
         if found is not None:
             result = {"port_id": port_id, "status": "detached", "vf": found.vf_address,
                       "note": "no claim was recorded: removed what the port left on the host"}
+    elif "vif" not in record.request:
+        # Plugged through os-vif (Nova): its claim holds the plugin's request.
+        from smartnic_vif.decisions.plug import PortRequest
+
+        session.plugin.unplug_port(PortRequest(**record.request))
+        if session.store.get(port_id) is not None:
+            session.store.release(port_id)
+        result = {"port_id": port_id, "status": "detached", "vf": record.vf_address}
     else:
         vif = _vif_from_record(record)
         instance = vif_builder.instance_info(
@@ -372,6 +385,15 @@ def cmd_detach(args: argparse.Namespace) -> int:
         if session.store.get(port_id) is not None:
             session.store.release(port_id)
         result = {"port_id": port_id, "status": "detached", "vf": record.vf_address}
+    if result["status"] == "detached":
+        # What the unplug found gone and could not put back (status shows it
+        # too, until reconcile acknowledges it): detached, with a warning.
+        unrestored = [n["what"] for n in session.store.unrestored() if n["port_id"] == port_id]
+        if unrestored:
+            result["unrestored"] = unrestored
+        for what in unrestored:
+            print(f"smartnic-vif detach: warning: could not be restored: {what}",
+                  file=sys.stderr)
     if args.json:
         render.emit_json(result)
     else:
@@ -434,7 +456,10 @@ def port_status(session: Session, record: Any) -> dict[str, Any]:
         driver = session.host.vf_driver(record.vf_address)
         info["vf_driver"] = driver
         if record.mode == "forwarder":
-            path = getattr(vif, "path", None)
+            # A claim os-vif's plug made (Nova) records the plugin's
+            # request, whose socket path is "vhost_path".
+            path = getattr(vif, "path", None) if vif is not None else (
+                record.request.get("vhost_path"))
             paired = session.host.forwarder.query_pci(path) if path else None
             info["relay"] = str(paired) if paired else None
             if paired is None or str(paired) != record.vf_address:

@@ -46,6 +46,9 @@ class HostUse:
     def describe(self) -> str:
         if self.ovs_port is not None:
             return f"representor {self.ovs_port} is on OVS for port {self.port_id}"
+        if self.relay_path is None:
+            # The daemon's stats name a relay's socket once its VM connects.
+            return "virtio-forwarder relays it (no VM connected)"
         return f"virtio-forwarder relays it to {self.relay_path}"
 
 

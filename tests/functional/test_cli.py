@@ -667,8 +667,14 @@ def test_a_port_whose_representor_vanished_is_detached_with_a_note(sim: Sim) -> 
     rep = sim.vf_row(vf)["representor"]
     run([IP, "link", "del", tap_name(port_id)])  # the representor, renamed, vanishes
     try:
-        detached = sim.json("detach", "--port-id", port_id)
+        proc = sim.cli("detach", "--port-id", port_id, "--json")
+        assert proc.returncode == 0, explain(proc)
+        detached = json.loads(proc.stdout)
         assert detached["status"] == "detached" and detached["vf"] == vf
+        # detach itself says what it could not put back, not only status.
+        [what] = detached["unrestored"]
+        assert f"rename representor {rep} to {tap_name(port_id)}" in what
+        assert f"could not be restored: {what}" in proc.stderr, explain(proc)
         # The rest of the undo went on: the claim, the OVS port, the relay,
         # the VF's MAC and driver are back as they were.
         assert sim.claims() == [] and sim.ovs_ports(port_id) == [] and sim.relays() == []
@@ -710,6 +716,9 @@ def test_detach_after_the_state_database_was_lost_removes_what_the_port_left(
         assert status["ports"] == []
         assert [(u["vf"], u["port_id"]) for u in status["unexplained"]] == [
             (vf, port_id), (vf, None)]
+        # No VM is connected, so the daemon's stats name no socket: say so.
+        relay = status["unexplained"][1]["what"]
+        assert relay.startswith("virtio-forwarder relays it (no VM connected)"), relay
         doctor = {c["check"]: c for c in sim.json("doctor", expect=1)["checks"]}
         assert not doctor["unexplained"]["ok"] and vf in doctor["unexplained"]["detail"]
         # Another port is never handed the still-plugged VF.

@@ -17,6 +17,8 @@ import os
 import secrets
 import shutil
 import stat
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -241,6 +243,53 @@ def test_forwarder_plug_relays_the_vf_and_unplug_restores_the_snapshot(env: Plug
 
     assert env.snapshot() == before
     assert env.vf_driver(vf.address) == "nfp"
+
+
+def cli(env: PluginEnv, *args: str) -> subprocess.CompletedProcess[str]:
+    """``smartnic-vif`` against the module's simulated host."""
+    return subprocess.run(  # noqa: S603 - fixed argv, no shell
+        [os.path.join(os.path.dirname(sys.executable), "smartnic-vif"),
+         "--config-file", env.sim.config_file, *args],
+        capture_output=True, text=True, timeout=60)
+
+
+def test_status_of_a_forwarder_port_os_vif_plugged_shows_no_drift(env: PluginEnv) -> None:
+    # Nova plugs through os-vif: the claim records the plugin's request (its
+    # vhost_path), not a CLI VIF; status must find the relay by that path.
+    vf = env.vf(1, 5)
+    vif = forwarder_vif(env, vf)
+    os_vif.plug(vif, INSTANCE)
+    try:
+        proc = cli(env, "status", "--json")
+        [port] = [p for p in json.loads(proc.stdout)["ports"] if p["port_id"] == vif.id]
+        assert port["drift"] == [] and port["relay"] == vf.address, proc.stdout
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    finally:
+        os_vif.unplug(vif, INSTANCE)
+
+
+@pytest.mark.parametrize("mode", ["passthrough", "forwarder"])
+def test_the_cli_on_a_port_os_vif_plugged(env: PluginEnv, mode: str) -> None:
+    # attach of a port Nova plugged is refused in one line (the CLI has no
+    # arguments of its to compare); detach unplugs it by the plugin's journal.
+    vf = env.vf(1, 6)
+    before = env.snapshot()
+    vif = make_vif(env, mode, vf)
+    os_vif.plug(vif, INSTANCE)
+    try:
+        vnic = "direct" if mode == "passthrough" else "virtio-forwarder"
+        proc = cli(env, "attach", "--port-id", vif.id, "--mac", str(vif.address),
+                   "--vnic-type", vnic, "--instance-uuid", str(INSTANCE.uuid))
+        assert proc.returncode == 1, proc.stdout + proc.stderr
+        assert proc.stderr.count("\n") == 1 and "os-vif" in proc.stderr, proc.stderr
+        assert_plugged(env, vif, vf, mode)
+        proc = cli(env, "detach", "--port-id", vif.id, "--json")
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert json.loads(proc.stdout)["status"] == "detached"
+        assert env.store().get(vif.id) is None
+    finally:
+        os_vif.unplug(vif, INSTANCE)
+    assert env.snapshot() == before
 
 
 def test_a_vhost_path_os_vif_hands_over_is_checked_before_anything_changes(
