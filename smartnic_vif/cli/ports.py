@@ -439,11 +439,14 @@ def port_status(session: Session, record: Any) -> dict[str, Any]:
         "phase": record.phase, "steps_started": record.steps_started,
         "ovs_ports": [p.name for p in ovs_ports],
     }
+    # A plugged VF port is judged against its journalled plan, as reconcile
+    # repairs it (one way to tell drift); the other checks cover the rest.
+    planned = record.phase == "plugged" and record.vf_address and record.plan is not None
     if record.phase == "plugged":
         if len(ovs_ports) != 1:
             drift.append(f"expected one OVS port with iface-id {record.port_id}, "
                          f"found {len(ovs_ports)}")
-        elif ovs_ports[0].external_ids.get("attached-mac") != mac:
+        elif not planned and ovs_ports[0].external_ids.get("attached-mac") != mac:
             drift.append(f"OVS attached-mac {ovs_ports[0].external_ids.get('attached-mac')} "
                          f"is not the port MAC {mac}")
     else:
@@ -451,7 +454,7 @@ def port_status(session: Session, record: Any) -> dict[str, Any]:
     if record.vf_address and record.phase == "plugged":
         settings = session.host.vf_settings(record.vf_address)
         info["vf_mac"] = settings.get("mac")
-        if settings.get("mac") != mac:
+        if not planned and settings.get("mac") != mac:
             drift.append(f"VF MAC is {settings.get('mac')}, expected {mac}")
         driver = session.host.vf_driver(record.vf_address)
         info["vf_driver"] = driver
@@ -462,12 +465,28 @@ def port_status(session: Session, record: Any) -> dict[str, Any]:
                 record.request.get("vhost_path"))
             paired = session.host.forwarder.query_pci(path) if path else None
             info["relay"] = str(paired) if paired else None
-            if paired is None or str(paired) != record.vf_address:
+            if not planned and (paired is None or str(paired) != record.vf_address):
                 drift.append(f"no virtio-forwarder relay pairs {record.vf_address} with {path}")
-            if driver != session.group.vfio_driver:
+            if not planned and driver != session.group.vfio_driver:
                 drift.append(f"VF driver is {driver}, expected {session.group.vfio_driver}")
+    if planned:
+        drift.extend(_plan_drift(session, record.plan, missing_port_said=len(ovs_ports) == 0))
     info["drift"] = drift
     return info
+
+
+def _plan_drift(session: Session, plan: Any, missing_port_said: bool) -> list[str]:
+    """What reconcile would repair on a plugged port, each problem on its own."""
+    from smartnic_vif.decisions.repair import plan_repair
+    from smartnic_vif.host.observe import observe_port
+
+    observed = observe_port(session.host, plan)
+    problems = [p for r in plan_repair(plan, observed) if r.problem
+                for p in r.problem.split("; ")]
+    if missing_port_said:  # said once already, by iface-id
+        problems = [p for p in problems
+                    if not (p.startswith("OVS port ") and " is missing from " in p)]
+    return problems + [f"could not check: {e}" for e in observed.errors]
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -525,8 +544,9 @@ def reconcile_once(session: Session, interrupted: bool = True,
         try:
             if record.phase == "plugged":
                 if record.vf_address is None:
-                    continue  # a normal port: os-vif's ovs plugin's, no plan to compare
-                repairs = session.plugin.repair(record.port_id)
+                    repairs = _replug_normal(session, record)
+                else:
+                    repairs = session.plugin.repair(record.port_id)
                 if not repairs:
                     continue
                 action.update(action=f"repaired {len(repairs)} problem(s)", repairs=repairs)
@@ -547,6 +567,28 @@ def reconcile_once(session: Session, interrupted: bool = True,
             action.update(action=f"failed: {e}", failed=True)
         actions.append(action)
     return actions
+
+
+def _replug_normal(session: Session, record: Any) -> list[str]:
+    """A plugged normal port is os-vif's ovs plugin's (no plan of ours): if
+    status finds it drifted (its OVS port gone or edited), plug it again
+    through os-vif, which re-asserts the port and its external_ids."""
+    from smartnic_vif.decisions import vif_builder
+
+    problems = port_status(session, record)["drift"]
+    if not problems:
+        return []
+    from os_vif import exception as os_vif_exception
+
+    from smartnic_vif.model.errors import SmartNICError
+
+    uuid_ = record.request["instance_uuid"]
+    try:
+        session.os_vif().plug(_vif_from_record(record),
+                              vif_builder.instance_info(uuid_, f"instance-{uuid_[:8]}"))
+    except os_vif_exception.ExceptionBase as e:
+        raise SmartNICError(f"plug of normal port {record.port_id} again failed: {e}") from e
+    return [f"{'; '.join(problems)} -> plug the port again through os-vif's ovs plugin"]
 
 
 def print_actions(actions: list[dict[str, Any]]) -> None:

@@ -33,6 +33,7 @@ pytestmark = pytest.mark.root
 # simulated host (its own here), and the cleanup after each test.
 sim = test_cli.sim
 leave_no_claim = test_cli.leave_no_claim
+tap = test_cli.tap
 
 DEADLINE = 60.0  # generous: the machine is shared; nothing here asserts timings
 
@@ -266,6 +267,64 @@ def _remove_relay(sim: Sim, vf: str, vhost: str) -> None:
     layout = sim.host.layout
     with ForwarderClient(layout.port_control_endpoint, layout.stats_endpoint, 5.0) as fwd:
         fwd.remove_sock(vf, vhost)
+
+
+def test_status_shows_every_drift_that_reconcile_repairs(sim: Sim) -> None:
+    """status and reconcile judge drift the same way: what reconcile repairs
+    (VF VLAN, trust, spoofchk, representor state, external_ids) status shows."""
+    before = sim.snapshot()
+    port_id, mac, instance = new_id(), new_mac(), new_id()
+    vf = sim.attach("direct", port_id, mac, "--trusted", "--mtu", "1450",
+                    instance_uuid=instance)["vf"]
+    tap = tap_name(port_id)
+    other = new_id()
+    try:
+        sim.set_vf_state(vf, vlan=42, trust=False, spoofchk=False)
+        _set_link(tap, "down")
+        sim.vsctl("set", "Interface", tap, f"external_ids:vm-uuid={other}")
+        [port] = sim.status(expect=1)["ports"]
+        expected = ["VF VLAN is 42, expected 0", "VF trust is off, expected on",
+                    "VF spoofchk is off, expected on", f"{tap} is down, expected up",
+                    f"OVS port {tap} external_ids:vm-uuid is {other}, expected {instance}"]
+        for problem in expected:
+            assert problem in port["drift"], (problem, port["drift"])
+        [action] = sim.json("reconcile")["actions"]
+        repaired = [p for r in action["repairs"] for p in r.split(" -> ")[0].split("; ")]
+        assert sorted(repaired) == sorted(port["drift"]), (repaired, port["drift"])
+        assert sim.status()["ports"][0]["drift"] == []
+    finally:
+        sim.json("detach", "--port-id", port_id)
+    sim.assert_unchanged(before)
+
+
+def test_reconcile_plugs_a_normal_port_again_whose_ovs_port_went(sim: Sim, tap: Any) -> None:
+    """A plugged normal port is a claim too: reconcile puts its OVS port back
+    (through os-vif's ovs plugin, which plugged it) and says so."""
+    port_id, mac = new_id(), new_mac()
+    before = sim.snapshot()
+    name = tap(port_id)  # libvirt makes a normal port's tap; unplug deletes it
+    sim.attach("normal", port_id, mac)
+    try:
+        plugged = sim.snapshot()
+        ids = sim.ovs_external_ids(name)
+        sim.vsctl("del-port", "br-int", name)
+        [port] = sim.status(expect=1)["ports"]
+        problem = f"expected one OVS port with iface-id {port_id}, found 0"
+        assert port["drift"] == [problem]
+        [action] = sim.json("reconcile")["actions"]
+        assert (action["port_id"], action["vf"]) == (port_id, None)
+        assert action["action"] == "repaired 1 problem(s)"
+        [repair] = action["repairs"]
+        assert repair.startswith(f"{problem} -> "), repair
+        assert sim.ovs_ports(port_id) == [name]
+        assert sim.ovs_external_ids(name) == ids
+        assert sim.snapshot() == plugged
+        assert sim.status()["drift"] is False
+        # Nothing drifted: nothing to do.
+        assert sim.json("reconcile")["actions"] == []
+    finally:
+        sim.json("detach", "--port-id", port_id)
+    sim.assert_unchanged(before)
 
 
 # -- watch mode ----------------------------------------------------------------------------
