@@ -3,7 +3,9 @@
 Creates a simulated host (2 PFs x 8 VFs, private OVS, virtio-forwarder
 simulator), attaches one port in each mode through the os-vif plugin, shows
 packets passing between the VMs' stand-ins through OVS, shows OVS ports, relays
-and libvirt XML, detaches everything, proves nothing is left, destroys the host
+and libvirt XML, restarts the virtio-forwarder and then reboots the host and
+repairs the ports after each as ``reconcile`` does (packets pass again),
+detaches everything, proves nothing is left, destroys the host
 and proves that nothing is left of it either.
 """
 
@@ -62,6 +64,35 @@ def _vm_nic(ns: str, ifname: str, address: str) -> None:
         n.link("set", index=idx, state="up")
         lo = n.link_lookup(ifname="lo")[0]
         n.link("set", index=lo, state="up")
+
+
+def _ping_all(attached: list[Any]) -> None:
+    """Ping the normal and forwarder VMs from the passthrough one."""
+    src_ns = attached[1][4]
+    for n, (port, *_rest) in enumerate(attached, start=1):
+        if n == 2:
+            continue
+        target = SUBNET.format(n).split("/")[0]
+        result = _netns_run(src_ns, "ping", "-c", "3", "-i", "0.2", "-W", "2", target)
+        _check(result.returncode == 0,
+               f"passthrough VM -> {port['binding:vnic_type']} VM ({target}): "
+               + (result.stdout.strip().splitlines()[-2] if result.stdout.strip() else "no reply"))
+
+
+def _repair_all(plugin: Any) -> None:
+    """What ``smartnic-vif reconcile`` does for every plugged port (each
+    repair printed here rather than logged as a warning too)."""
+    import logging
+
+    plugin_log = logging.getLogger("smartnic_vif.osvif.plugin")
+    level = plugin_log.level
+    plugin_log.setLevel(logging.ERROR)
+    try:
+        for record in plugin.store.all():
+            for repair in plugin.repair(record.port_id):
+                print(f"  port {record.port_id[:8]}: {repair}")
+    finally:
+        plugin_log.setLevel(level)
 
 
 def _normal_vm_ns(host: Any) -> str:
@@ -212,15 +243,30 @@ def _run(host: Any, extra_links: list[str]) -> bool:
     print(f"  -- the forwarder port also needs in the domain: {needs}")
 
     _say("dataplane: ping between the VMs' stand-ins through OVS")
-    src_ns = attached[1][4]
-    for n, (port, *_rest) in enumerate(attached, start=1):
-        if n == 2:
-            continue
-        target = SUBNET.format(n).split("/")[0]
-        result = _netns_run(src_ns, "ping", "-c", "3", "-i", "0.2", "-W", "2", target)
-        _check(result.returncode == 0,
-               f"passthrough VM -> {port['binding:vnic_type']} VM ({target}): "
-               + (result.stdout.strip().splitlines()[-2] if result.stdout.strip() else "no reply"))
+    _ping_all(attached)
+
+    _say("virtio-forwarder restarted: it forgets every relay; reconcile puts it back")
+    host.restart_forwarder()
+    _check(plugin.host.forwarder.relays_in_use() == [],
+           "the restarted daemon has no relay: the forwarder port is dead")
+    _repair_all(plugin)
+    _check(len(plugin.host.forwarder.relays_in_use()) == 1, "the relay is back")
+    _ping_all(attached)
+
+    _say("host rebooted: VFs at their defaults, representors at their kernel names, "
+         "no relay, OVS restarted from its database")
+    host.reboot()
+    for _port, _vif, vf, _before, _vm_ns in attached:
+        if vf is not None:
+            _check(plugin.host.vf_driver(vf.address) == "nfp"
+                   and host.kernel_state(vf.address)["mac"] == "00:00:00:00:00:00",
+                   f"VF {vf.address} is back on nfp with no MAC")
+    _repair_all(plugin)
+    # A reboot restarts the VMs too: their stand-ins get their addresses again.
+    for n, (_port, _vif, vf, _before, vm_ns) in enumerate(attached, start=1):
+        if vf is not None:
+            _vm_nic(vm_ns, host.vf_netdev(vf.address), SUBNET.format(n))
+    _ping_all(attached)
 
     _say("detaching everything")
     for _port, vif, vf, before, _ns in reversed(attached):

@@ -65,7 +65,17 @@ def test_demo_passes_and_leaves_nothing_behind() -> None:
     for what in ("three OVS ports, one per mode", "one relay, for the virtio-forwarder port",
                  "no claim left in the state store", "no network namespace left"):
         assert f"[ok] {what}" in out
-    assert out.count("[ok] passthrough VM -> ") == 2  # pings to the normal and forwarder VMs
+    for what in ("the restarted daemon has no relay: the forwarder port is dead",
+                 "the relay is back"):
+        assert f"[ok] {what}" in out
+    # After the forwarder restart and after the reboot, reconcile's repair
+    # said what it did: the relay, and for both VF ports the representor's
+    # name and the VF's MAC.
+    assert out.count("(virtio-forwarder ADD_SOCK)") == 2
+    assert out.count("-> rename representor") == 2 and out.count("-> set VF") == 2
+    # Pings to the normal and forwarder VMs: at first, after the forwarder
+    # restart and after the reboot.
+    assert out.count("[ok] passthrough VM -> ") == 6
 
     # What the demo made: its directory and simulator id, from its own output.
     sim_dir = re.search(r"creating a simulated SmartNIC host in (/tmp/\S+)", out)
