@@ -27,6 +27,8 @@ def register(sub: Any) -> None:
     c.add_argument("--port-name-form", default="pfXvfY",
                    choices=["pfXvfY", "vfY", "Y", "cZpfXvfY"])
     c.add_argument("--driver", default="nfp", choices=["nfp", "mlx5_core"])
+    c.add_argument("--max-relays", type=int, default=32,
+                   help="the forwarder's relay slots (default 32, as Debian's DPDK build)")
     c.add_argument("--json", action="store_true")
     c.set_defaults(handler=cmd_sim_create)
     d = simsub.add_parser("destroy", help="stop and remove the simulated host in DIR")
@@ -145,7 +147,7 @@ def cmd_sim_create(args: argparse.Namespace) -> int:
     try:
         host = SimulatedHost.create(
             args.dir, pfs=args.pfs, vfs_per_pf=args.vfs_per_pf, legacy_pfs=args.legacy_pfs,
-            port_name_form=args.port_name_form, driver=args.driver,
+            port_name_form=args.port_name_form, driver=args.driver, max_relays=args.max_relays,
         )
     except SimulatorError as e:
         progress.done()

@@ -78,6 +78,8 @@ STATS = "STATS"
 DEFAULT_MAX_RELAYS = 32
 # The daemon checks virtio_id against a 7-bit range whatever its relay count.
 _MAX_VIRTIO_ID = 0x7F
+# The most relay slots a simulated daemon may have (one per virtio id).
+MAX_RELAYS_LIMIT = _MAX_VIRTIO_ID + 1
 # How often the server loop looks at the stop flag while idle.
 _POLL_MS = 20
 # Cap on StatsRequest.delay, so a test cannot stall the simulator for long.
@@ -214,10 +216,10 @@ class ForwarderSimulator:
             raise InvalidValue("sysfs_root", str(sysfs_root), "expected an existing directory")
         self._pc_endpoint = simulator_endpoint(port_control_endpoint, "port_control_endpoint")
         self._stats_endpoint = simulator_endpoint(stats_endpoint, "stats_endpoint")
-        if isinstance(max_relays, bool) or not isinstance(max_relays, int):
-            raise InvalidValue("max_relays", max_relays, "expected an integer 1-128")
-        if not 1 <= max_relays <= _MAX_VIRTIO_ID + 1:
-            raise InvalidValue("max_relays", max_relays, "expected an integer 1-128")
+        if (isinstance(max_relays, bool) or not isinstance(max_relays, int)
+                or not 1 <= max_relays <= MAX_RELAYS_LIMIT):
+            raise InvalidValue("max_relays", max_relays,
+                               f"expected an integer 1-{MAX_RELAYS_LIMIT}")
         self.max_relays = max_relays
         self.state_file = Path(state_file) if state_file is not None else None
         # Read by the server thread on every request; plain attribute writes

@@ -31,6 +31,7 @@ from typing import Any
 from pyroute2 import IPRoute, netns
 
 from smartnic_vif.host.kernel import SIM_STATE_DIR, SimulatedKernel
+from smartnic_vif.sim.forwarder import DEFAULT_MAX_RELAYS, MAX_RELAYS_LIMIT
 from smartnic_vif.sim.forwarder import read_state as forwarder_state
 from smartnic_vif.sim.sysfs_tree import (
     PORT_NAME_FORMS,
@@ -185,6 +186,9 @@ class SimLayout:
     legacy_pfs: int
     port_name_form: str
     driver: str
+    # The forwarder's relay slots (the daemon's MAX_RELAYS follows its DPDK
+    # build: 32 with Debian's). A manifest from before it has the default.
+    max_relays: int = DEFAULT_MAX_RELAYS
 
     @property
     def sysfs_root(self) -> str:
@@ -318,6 +322,7 @@ class SimulatedHost:
         legacy_pfs: int = 0,
         with_ovs: bool = True,
         with_forwarder: bool = True,
+        max_relays: int = DEFAULT_MAX_RELAYS,
     ) -> SimulatedHost:
         if port_name_form not in PORT_NAME_FORMS:
             raise SimulatorError(
@@ -329,6 +334,9 @@ class SimulatedHost:
             raise SimulatorError("pfs must be 1-8 and legacy_pfs 0-8")
         if not 1 <= vfs_per_pf <= 256:
             raise SimulatorError(f"invalid vfs_per_pf {vfs_per_pf}: expected 1-256")
+        if not 1 <= max_relays <= MAX_RELAYS_LIMIT:
+            raise SimulatorError(
+                f"invalid max_relays {max_relays}: expected 1-{MAX_RELAYS_LIMIT}")
         dir = os.path.abspath(dir)
         if with_ovs and _link_exists("ovs-netdev"):
             # The userspace datapath's tap has a fixed name: a second
@@ -358,6 +366,7 @@ class SimulatedHost:
             legacy_pfs=legacy_pfs,
             port_name_form=port_name_form,
             driver=driver,
+            max_relays=max_relays,
         )
         with open(os.path.join(dir, MANIFEST), "w") as f:
             json.dump(asdict(layout), f, indent=1)
@@ -468,6 +477,8 @@ class SimulatedHost:
                     # or not bound to a driver DPDK can use, as the daemon does.
                     "--sysfs-root",
                     lay.sysfs_root,
+                    "--max-relays",
+                    str(lay.max_relays),
                 ],
                 stdout=log,
                 stderr=log,
