@@ -8,10 +8,11 @@ default ``/etc/smartnic-vif/smartnic-vif.conf``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from oslo_config import cfg
+from oslo_config import types as cfg_types
 
 from smartnic_vif.model import types
 
@@ -19,10 +20,40 @@ GROUP = "os_vif_smartnic"
 AGILIO_GROUP = "os_vif_agilio_ovs"
 DEFAULT_CONFIG_FILE = "/etc/smartnic-vif/smartnic-vif.conf"
 
+
+
+class _Checked(cfg_types.String):
+    """A string option checked by one of :mod:`smartnic_vif.model.types`'
+    validators when it is read, so a bad value in a config file is refused
+    (naming the file and the option) before anything uses it."""
+
+    def __init__(self, check: Callable[[str], object]) -> None:
+        super().__init__()
+        self.check = check
+
+    def __call__(self, value: Any) -> str:
+        value = super().__call__(value)
+        self.check(value)  # InvalidValue is a ValueError, which oslo.config reports
+        return str(value)
+
+    def __eq__(self, other: object) -> bool:
+        return super().__eq__(other) and self.check == getattr(other, "check", None)
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+ABSOLUTE_PATH = _Checked(types.absolute_path)
+
+
+def _no_hook_or_absolute_path(value: str) -> str:
+    """``vendor_hook``: empty (no hook) or an absolute path."""
+    return value if value == "" else types.absolute_path(value)
+
 OPTS: list[cfg.Opt] = [
-    cfg.StrOpt(
+    cfg.Opt(
         "sysfs_root",
         default="/",
+        type=ABSOLUTE_PATH,
         help="Directory under which sysfs is read (sys/bus/pci, sys/class/net). "
         "'/' on a real host; the simulated host points it at its generated tree.",
     ),
@@ -35,9 +66,10 @@ OPTS: list[cfg.Opt] = [
         ],
         help="How kernel-only VF operations are carried out.",
     ),
-    cfg.StrOpt(
+    cfg.Opt(
         "ovsdb_connection",
         default="unix:/var/run/openvswitch/db.sock",
+        type=_Checked(types.ovsdb_connection),
         help="OVSDB server the plugin talks to (ovsdbapp native IDL), "
         "e.g. unix:/var/run/openvswitch/db.sock or tcp:127.0.0.1:6640.",
     ),
@@ -61,14 +93,16 @@ OPTS: list[cfg.Opt] = [
         max=65535,
         help="MTU used when the VIF's network carries none.",
     ),
-    cfg.StrOpt(
+    cfg.Opt(
         "forwarder_port_control_endpoint",
         default="ipc:///var/run/virtio-forwarder/port_control",
+        type=_Checked(types.zmq_endpoint),
         help="ZeroMQ endpoint of virtio-forwarder's port control socket.",
     ),
-    cfg.StrOpt(
+    cfg.Opt(
         "forwarder_stats_endpoint",
         default="ipc:///var/run/virtio-forwarder/stats",
+        type=_Checked(types.zmq_endpoint),
         help="ZeroMQ endpoint of virtio-forwarder's stats socket.",
     ),
     cfg.FloatOpt(
@@ -77,19 +111,22 @@ OPTS: list[cfg.Opt] = [
         min=0.05,
         help="Seconds to wait for a reply from virtio-forwarder (the daemon's own client waits 2).",
     ),
-    cfg.StrOpt(
+    cfg.Opt(
         "vfio_driver",
         default="vfio-pci",
+        type=_Checked(types.driver_name),
         help="Driver a VF is bound to when virtio-forwarder relays it.",
     ),
-    cfg.StrOpt(
+    cfg.Opt(
         "state_path",
         default="/var/lib/smartnic-vif",
+        type=ABSOLUTE_PATH,
         help="Directory for durable state: the VF claim database (state.db), "
         "saved VF settings and per-VF lock files.",
     ),
-    cfg.StrOpt(
+    cfg.Opt(
         "vendor_hook",
+        type=_Checked(_no_hook_or_absolute_path),
         help="Optional executable run (argv only, never a shell) before plug, after "
         "plug and after unplug: <phase> <mode> <vf pci address> <representor> <mac> "
         "<vhost socket path or '-'>. A non-zero exit fails the plug and undoes it.",
@@ -103,15 +140,17 @@ OPTS: list[cfg.Opt] = [
         "them (physical_network and trusted tags) and 'doctor' checks them against "
         "the inventory.",
     ),
-    cfg.StrOpt(
+    cfg.Opt(
         "vhostuser_socket_dir",
         default="/var/lib/vhost_sockets",
+        type=ABSOLUTE_PATH,
         help="Directory of vhost-user sockets, used by the CLI to name a forwarder port's "
         "socket; a socket path must be inside it or one of vhostuser_socket_dirs.",
     ),
     cfg.ListOpt(
         "vhostuser_socket_dirs",
         default=[],
+        item_type=ABSOLUTE_PATH,
         help="Further directories where a forwarder port's vhost-user socket may be "
         "(besides vhostuser_socket_dir).",
     ),

@@ -64,7 +64,7 @@ def load_config(args: argparse.Namespace) -> Any:
         except DiscoveryError:
             raise UsageError(f"--sysfs-root {args.sysfs_root!r}: not a sysfs tree "
                              "(no sys/bus/pci/devices under it)") from None
-        cfg.CONF.set_override("sysfs_root", args.sysfs_root, group=conf.GROUP)
+        cfg.CONF.set_override("sysfs_root", os.path.abspath(args.sysfs_root), group=conf.GROUP)
     return group
 
 

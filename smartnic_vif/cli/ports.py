@@ -706,15 +706,22 @@ def _check_unexplained(group: Any, check: Any) -> None:
     explains (what a lost state database leaves)."""
     from smartnic_vif.host import traces
     from smartnic_vif.host.backend import Host
-    from smartnic_vif.host.state import StateStore
+    from smartnic_vif.host.state import StateError, StateStore
 
-    fix = ("'smartnic-vif detach --port-id <port>' removes what a port left without a claim; "
-           "'smartnic-vif status' lists it")
-    host = Host(group)
     try:
         # Reading the claims must not create a state directory.
         exists = os.path.exists(os.path.join(group.state_path, "state.db"))
         claims = StateStore(group.state_path).claims() if exists else {}
+    except StateError as e:
+        # Without the claims, no host state can be called unexplained.
+        check("state", False, str(e),
+              f"make state_path (now {group.state_path}) a writable directory holding a "
+              "usable state.db, as said above")
+        return
+    fix = ("'smartnic-vif detach --port-id <port>' removes what a port left without a claim; "
+           "'smartnic-vif status' lists it")
+    host = Host(group)
+    try:
         found = traces.unexplained(host, claims)
         check("unexplained", not found,
               "every representor on OVS and every relay has a claim" if not found

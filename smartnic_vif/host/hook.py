@@ -7,8 +7,10 @@ plug, which is then undone).
 
 The hook runs in a session and process group of its own. Its exit decides:
 once it has exited, what is already in its pipes is read and every process
-still in its group is killed (with a warning naming them), so a background
-child holding the hook's output can neither delay the plug nor outlive it.
+still in its group ``LEAVE_GRACE`` seconds later is killed (with a warning
+naming them), so a background child holding the hook's output can neither
+delay the plug by more than that nor outlive it, while a daemon the hook
+starts with ``setsid`` has time to leave the group.
 On a timeout the whole group is killed. Of each stream only the last
 ``KEPT_OUTPUT_BYTES`` are kept; a warning says when output was cut.
 """
@@ -33,6 +35,10 @@ KEPT_OUTPUT_BYTES = 4096
 _READ_CHUNK = 65536
 # How long to wait for killed processes to die (one stuck in the kernel may not).
 _KILL_WAIT = 5.0
+# How long processes a hook left in its group get to leave it before they are
+# killed: a daemon started with ``setsid cmd &`` may not have called setsid()
+# yet when the hook exits.
+LEAVE_GRACE = 1.0
 
 
 class _Tail:
@@ -88,7 +94,8 @@ def run_hook(
         finished = _read_until_exit(proc, timeout, out, err)
         # The group's id is the hook's pid; it cannot be reused while the
         # hook is an unreaped zombie, so the group is killed before reaping.
-        others = _group_members(proc.pid, exclude=proc.pid)
+        others = (_members_after_grace(proc.pid) if finished
+                  else _group_members(proc.pid, exclude=proc.pid))
         if not finished or others:
             _kill_group(proc.pid, others)
         returncode = proc.wait()
@@ -176,6 +183,16 @@ def _group_members(pgid: int, exclude: int) -> list[int]:
         if len(fields) > 2 and fields[0] not in ("Z", "X") and int(fields[2]) == pgid:
             members.append(int(entry))
     return sorted(members)
+
+
+def _members_after_grace(pgid: int) -> list[int]:
+    """Live members of the exited hook's group ``pgid`` (its own pid, the
+    unreaped zombie, excluded) once they have ended or left it, or after
+    ``LEAVE_GRACE`` seconds."""
+    deadline = time.monotonic() + LEAVE_GRACE
+    while (members := _group_members(pgid, exclude=pgid)) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return members
 
 
 def _kill_group(pgid: int, members: list[int]) -> None:

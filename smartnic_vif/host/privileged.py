@@ -88,9 +88,17 @@ def _configured(options: cfg.ConfigOpts, name: str) -> tuple[str, Any]:
             conf.register(options, group)
         except cfg.DuplicateOptError:
             pass
-        location = options.get_location(name, group)
-        if location is not None and location.location is not cfg.Locations.opt_default:
-            found[f"[{group}] {name}"] = options[group][name]
+        try:
+            location = options.get_location(name, group)
+            if location is not None and location.location is not cfg.Locations.opt_default:
+                found[f"[{group}] {name}"] = options[group][name]
+        except ValueError as e:
+            # oslo.config reports an option's refusal of a value with the
+            # refusal as context; name the group and option instead.
+            refused = e.__context__
+            if isinstance(refused, InvalidValue):
+                raise InvalidValue(f"[{group}] {name}", refused.value, refused.reason) from None
+            raise
     if len(set(found.values())) > 1:
         raise InvalidValue(
             " and ".join(found), " vs ".join(map(str, found.values())),

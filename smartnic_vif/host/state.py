@@ -89,6 +89,11 @@ def _state_error(state_path: str, db_path: str, error: BaseException) -> StateEr
             f"state_path {state_path} is not a directory: remove the file or set "
             "state_path in [os_vif_smartnic] to a directory"
         )
+    if os.path.isdir(db_path):
+        return StateError(
+            f"state database {db_path} is a directory: remove it or set state_path in "
+            "[os_vif_smartnic] to another directory"
+        )
     detail = str(error) or type(error).__name__
     if isinstance(error, OSError) or "readonly" in detail or "unable to open" in detail:
         where = state_path if os.path.isdir(state_path) else os.path.dirname(state_path)

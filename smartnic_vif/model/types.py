@@ -185,6 +185,33 @@ def vhost_socket_path(
     return value
 
 
+def absolute_path(value: object, field: str = "path") -> str:
+    """An absolute path without control characters (a relative one would
+    depend on the directory a command happens to run in)."""
+    if not isinstance(value, str) or not value.startswith("/") or not value.isprintable():
+        raise InvalidValue(field, value, "expected an absolute path")
+    return value
+
+
+def zmq_endpoint(value: object, field: str = "endpoint") -> str:
+    """A ZeroMQ endpoint: ``<transport>://<address>``."""
+    if not isinstance(value, str) or "://" not in value or value.endswith("://"):
+        raise InvalidValue(field, value, "expected a ZeroMQ endpoint such as ipc:///path")
+    return value
+
+
+_OVSDB_REMOTE_RE = re.compile(r"^(unix|tcp|ssl):\S+$")
+
+
+def ovsdb_connection(value: object, field: str = "ovsdb_connection") -> str:
+    """An OVSDB remote, or several separated by commas (a clustered database)."""
+    if not isinstance(value, str) or not all(
+        _OVSDB_REMOTE_RE.fullmatch(remote) for remote in value.split(",")
+    ):
+        raise InvalidValue(field, value, "expected unix:PATH, tcp:IP:PORT or ssl:IP:PORT")
+    return value
+
+
 def is_inside(path: str, directory: str) -> bool:
     """Whether normalised absolute ``path`` lies below ``directory``."""
     top = posixpath.normpath(directory)

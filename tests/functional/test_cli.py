@@ -1051,6 +1051,15 @@ BAD_CONFIG: dict[str, tuple[str, list[str]]] = {
     "vhostuser_socket_dir_check": ("maybe", ["status"]),
     "integration_bridge": ("br int", _attach_args()),
     "vhostuser_socket_dir": ("vhost", _attach_args(vnic_type="virtio-forwarder")),
+    # Paths and names checked when the file is read, not when a step uses them.
+    "vfio_driver": ("../../x", _attach_args(vnic_type="virtio-forwarder")),
+    "vendor_hook": ("hooks/vendor", _attach_args()),
+    "state_path": ("state", ["status"]),
+    "sysfs_root": ("sys-tree", ["status"]),
+    "vhostuser_socket_dirs": ("/ok,vhost", ["status"]),
+    "forwarder_port_control_endpoint": ("port_control", ["status"]),
+    "forwarder_stats_endpoint": ("stats", ["inventory"]),
+    "ovsdb_connection": ("db.sock", ["status"]),
 }
 
 
@@ -1068,6 +1077,21 @@ def test_a_bad_config_value_is_named_with_its_file(sim: Sim, tmp_path: Any, opti
     sim.assert_unchanged(before)
 
 
+def test_an_empty_vendor_hook_and_a_relative_sysfs_root_argument_are_accepted(
+        sim: Sim, tmp_path: Any) -> None:
+    # "vendor_hook =" means no hook; --sysfs-root is typed relative to where
+    # the command runs (configured paths must be absolute).
+    extra = _config(tmp_path, vendor_hook="")
+    root = sim.host.dir
+    proc = subprocess.run(  # noqa: S603 - fixed argv, no shell
+        sim.argv("--sysfs-root", os.path.basename(root), "inventory", "--json",
+                 extra_config=extra),
+        capture_output=True, text=True, timeout=60, cwd=os.path.dirname(root),
+    )
+    assert proc.returncode == 0, explain(proc)
+    assert json.loads(proc.stdout)["sysfs_root"] == root, explain(proc)
+
+
 def test_an_unusable_state_path_is_one_line_naming_it(sim: Sim, tmp_path: Any) -> None:
     before = sim.snapshot()
     a_file = tmp_path / "state-file"
@@ -1075,7 +1099,10 @@ def test_an_unusable_state_path_is_one_line_naming_it(sim: Sim, tmp_path: Any) -
     corrupt = tmp_path / "corrupt"
     corrupt.mkdir()
     (corrupt / "state.db").write_bytes(b"not a database " * 512)
-    for path, needle in ((a_file, "not a directory"), (corrupt, "corrupt")):
+    db_dir = tmp_path / "db-dir"
+    (db_dir / "state.db").mkdir(parents=True)
+    for path, needle in ((a_file, "not a directory"), (corrupt, "corrupt"),
+                         (db_dir, "is a directory: remove it")):
         for argv in (["status"], _attach_args()):
             proc = sim.cli(*argv, extra_config=_config(tmp_path, state_path=str(path)))
             assert proc.returncode == 1, explain(proc)
@@ -1083,6 +1110,20 @@ def test_an_unusable_state_path_is_one_line_naming_it(sim: Sim, tmp_path: Any) -
             assert str(path) in proc.stderr and needle in proc.stderr, explain(proc)
     assert (corrupt / "state.db").read_bytes() == b"not a database " * 512
     sim.assert_unchanged(before)
+
+
+def test_doctor_names_an_unusable_state_database(sim: Sim, tmp_path: Any) -> None:
+    corrupt = tmp_path / "corrupt-for-doctor"
+    corrupt.mkdir()
+    (corrupt / "state.db").write_bytes(b"not a database " * 512)
+    proc = sim.cli("doctor", "--json", extra_config=_config(tmp_path, state_path=str(corrupt)))
+    assert proc.returncode == 1, explain(proc)
+    checks = {c["check"]: c for c in json.loads(proc.stdout)["checks"]}
+    state = checks["state"]
+    assert not state["ok"] and "corrupt" in state["detail"], explain(proc)
+    assert str(corrupt) in state["detail"] and "state_path" in state["fix"], explain(proc)
+    # Host state no claim explains cannot be judged without the claims.
+    assert "unexplained" not in checks, explain(proc)
 
 
 def test_a_vhost_path_that_is_not_a_socket_is_refused(sim: Sim, tmp_path: Any) -> None:

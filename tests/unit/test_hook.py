@@ -117,6 +117,27 @@ def test_hook_that_exits_leaves_no_process_behind(
     ), caplog.text
 
 
+def test_a_daemon_the_hook_starts_in_a_session_of_its_own_is_left_running(
+    hook_dir: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # What the warning and the user guide tell a hook that means to leave a
+    # process running to do; the hook exits at once, before its child may
+    # have reached setsid().
+    executable = write_hook(hook_dir, f"""\
+        setsid sleep 30 </dev/null >/dev/null 2>&1 &
+        echo $! >> {hook_dir}/pids
+        exit 0
+    """)
+
+    with caplog.at_level(logging.WARNING, logger=hook.__name__):
+        run(executable, timeout=60)
+
+    [daemon] = recorded_pids(hook_dir)
+    assert alive(daemon)
+    assert os.getsid(daemon) == daemon
+    assert not any("exited but left" in r.getMessage() for r in caplog.records), caplog.text
+
+
 def test_hook_exit_status_decides_even_with_a_child_holding_stderr(hook_dir: str) -> None:
     executable = write_hook(hook_dir, f"""\
         (sleep 20; touch {hook_dir}/child-finished) &

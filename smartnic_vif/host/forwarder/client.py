@@ -303,12 +303,6 @@ def check_vhost_socket(path: str, dirs: Sequence[str], field: str = "vhost_path"
             )
 
 
-def _endpoint(value: object, field: str) -> str:
-    if not isinstance(value, str) or "://" not in value or value.endswith("://"):
-        raise InvalidValue(field, value, "expected a ZeroMQ endpoint such as ipc:///path")
-    return value
-
-
 def _timeout(value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 3600:
         raise InvalidValue("timeout", value, "expected seconds, more than 0 and at most 3600")
@@ -395,8 +389,9 @@ class ForwarderClient:
         stats_endpoint: str = DEFAULT_STATS_ENDPOINT,
         timeout: float = DEFAULT_TIMEOUT,
     ) -> None:
-        port_control_endpoint = _endpoint(port_control_endpoint, "port_control_endpoint")
-        stats_endpoint = _endpoint(stats_endpoint, "stats_endpoint")
+        port_control_endpoint = model_types.zmq_endpoint(
+            port_control_endpoint, "port_control_endpoint")
+        stats_endpoint = model_types.zmq_endpoint(stats_endpoint, "stats_endpoint")
         self._timeout = _timeout(timeout)
         # Our own context, so close() can end its I/O thread and nothing of
         # this client outlives it.
