@@ -935,3 +935,29 @@ def test_simulator_process_rejects_bad_endpoint(workdir: Path) -> None:
     )
     assert proc.returncode == 2
     assert "port_control_endpoint" in proc.stderr
+
+
+@pytest.mark.root
+def test_a_simulated_host_keeps_its_relay_slots_across_a_forwarder_restart(
+    sim_host: Callable[..., SimulatedHost],
+) -> None:
+    # A daemon built with fewer relay slots: the limit is the host's, so a
+    # restart (and a reboot, which restarts the daemon the same way) keeps it.
+    host = sim_host(pfs=1, vfs_per_pf=3, with_forwarder=True, max_relays=2)
+    lay = host.layout
+    vfs = [vf.address for vf in lay.pf_specs()[0].vfs]
+    for vf in vfs:
+        SimulatedKernel(host.dir).bind_driver(vf, "vfio-pci")
+    paths = [os.path.join(lay.vhost_dir, f"vhu-slot{n}") for n in range(3)]
+    with ForwarderClient(lay.port_control_endpoint, lay.stats_endpoint) as client:
+        for round_ in range(2):
+            usage = client.relay_usage()
+            assert (usage.used, usage.total) == (0, 2), round_
+            client.add_sock(vfs[0], paths[0])
+            client.add_sock(vfs[1], paths[1])
+            with pytest.raises(ForwarderError) as full:
+                client.add_sock(vfs[2], paths[2])
+            assert (full.value.error_code, full.value.error_code_source) == (
+                2, "virtio_add_sock_dev_pair()")
+            host.restart_forwarder()
+            assert client.relay_usage().used == 0
