@@ -4,8 +4,10 @@ The daemon has a fixed number of relay slots (MAX_RELAYS, DPDK's
 RTE_MAX_ETHPORTS: 32 in Debian's build), and its stats endpoint lists all of
 them. A forwarder plug beyond that limit would fail at ADD_SOCK (ERROR 2), after
 the VF's driver and settings and the OVS port were changed and had to be undone;
-:func:`check_relay_room` refuses it before anything changes. The caller reads
-the slots from the daemon and passes them in.
+:func:`check_relay_room` refuses it before anything changes. The caller passes
+the daemon's number of slots and the VFs that own one: those of the journal's
+forwarder ports, whose slots stay theirs while a restarted daemon has not got
+their relays back yet.
 """
 
 from __future__ import annotations
@@ -35,8 +37,8 @@ def check_relay_room(
     port_id: str, vf_address: str, used: int, total: int, relayed_vfs: Iterable[str]
 ) -> None:
     """Raise :class:`RelayLimitReached` unless a relay can be added for
-    ``vf_address``: a slot is free, or the VF has its relay already (the plug
-    then finds it there and adds none)."""
+    ``vf_address``: a slot is free, or the VF owns one already (``relayed_vfs``:
+    a plug again of its port, which adds no relay)."""
     vf = PciAddress.parse(vf_address, "vf_address")
     if any(PciAddress.parse(a, "relayed_vfs") == vf for a in relayed_vfs):
         return

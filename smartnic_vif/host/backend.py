@@ -79,6 +79,7 @@ class Host:
         self._ovsdb: OvsdbClient | None = None
         self._forwarder: ForwarderClient | None = None
         self._bridges: set[str] = set()
+        self._relay_slots: int | None = None
         self._helper_checked = False
 
     # -- clients, made on first use ----------------------------------------
@@ -99,6 +100,13 @@ class Host:
                     self.config.forwarder_timeout,
                 )
             return self._forwarder
+
+    def relay_slots(self) -> int:
+        """How many relays virtio-forwarder can hold (its MAX_RELAYS, fixed
+        by its DPDK build): read from its stats once, then kept."""
+        if self._relay_slots is None:
+            self._relay_slots = self.forwarder.relay_usage().total
+        return self._relay_slots
 
     def close(self) -> None:
         if self._forwarder is not None:

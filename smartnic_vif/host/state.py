@@ -195,6 +195,15 @@ class StateStore:
             rows = db.execute(f"SELECT {self._COLUMNS} FROM ports ORDER BY port_id").fetchall()
         return [self._record(r) for r in rows]
 
+    def forwarder_vfs(self) -> list[str]:
+        """The VFs of forwarder ports: each owns a relay slot of the daemon,
+        also while a restarted daemon has yet to get its relay back."""
+        with self._db() as db:
+            rows = db.execute(
+                "SELECT vf_address FROM ports WHERE mode = 'forwarder' AND vf_address IS NOT NULL"
+            ).fetchall()
+        return [r[0] for r in rows]
+
     def claims(self) -> dict[str, str]:
         """VF address -> port id, for VF selection."""
         with self._db() as db:

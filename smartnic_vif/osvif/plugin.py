@@ -152,16 +152,23 @@ class SmartNICPlugin(plugin.PluginBase):
 
     def _check_relay_room(self, port: decide.PortRequest) -> None:
         """Refuse a forwarder port the daemon has no relay slot for, before
-        anything changes. A daemon that does not answer its stats is left to
-        answer ADD_SOCK (which refuses a full daemon too, after the undo)."""
+        anything changes.
+
+        The slots in use are those the journal's forwarder claims own: a
+        plugged port keeps its slot while a restarted daemon has forgotten
+        its relay (reconcile puts it back), and counting them costs no
+        round trip. The number of slots is the daemon's, read once. A relay
+        someone else made is not counted: ADD_SOCK then refuses (ERROR 2) and
+        the plug is undone. A daemon that does not answer its stats is left to
+        answer ADD_SOCK."""
         assert port.vf_address is not None
         try:
-            usage = self.host.forwarder.relay_usage()
+            total = self.host.relay_slots()
         except HostOperationError as e:
             LOG.warning("port %s: relay limit not checked: %s", port.port_id, e)
             return
-        relays.check_relay_room(port.port_id, port.vf_address, usage.used, usage.total,
-                                [str(r.pci) for r in usage.relays if r.pci is not None])
+        claimed = self.store.forwarder_vfs()
+        relays.check_relay_room(port.port_id, port.vf_address, len(claimed), total, claimed)
 
     def plug_port(self, port: decide.PortRequest) -> None:
         assert port.vf_address is not None

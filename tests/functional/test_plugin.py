@@ -965,6 +965,41 @@ def test_forwarder_plug_beyond_the_relay_limit_changes_nothing(env: PluginEnv) -
         shutil.rmtree(directory, ignore_errors=True)
 
 
+def test_a_plugged_forwarder_port_keeps_its_relay_slot_across_a_daemon_restart(
+    env: PluginEnv,
+) -> None:
+    # The restarted daemon has forgotten the plugged port's relay, so its slot
+    # looks free; it is not: reconcile must be able to put that relay back.
+    directory = short_tmpdir()
+    endpoints = (f"ipc://{directory}/pc", f"ipc://{directory}/stats")
+    small = ForwarderSimulator(*endpoints, sysfs_root=env.sim.dir, max_relays=1).start()
+    try:
+        env.override("forwarder_port_control_endpoint", small.port_control_endpoint)
+        env.override("forwarder_stats_endpoint", small.stats_endpoint)
+        first, second = env.vf(1, 10), env.vf(1, 11)
+        taken = forwarder_vif(env, first)
+        os_vif.plug(taken, INSTANCE)
+        try:
+            small.stop()
+            small = ForwarderSimulator(*endpoints, sysfs_root=env.sim.dir, max_relays=1).start()
+            assert small.relays() == []
+            before = env.snapshot()
+            vif = forwarder_vif(env, second)
+            assert_plug_fails(vif, "no free relay", "1 of its 1 relays", "limit")
+            assert env.snapshot() == before and small.relays() == []
+            assert_released(env, vif)
+            # The slot is the plugged port's: its repair adds the relay again.
+            plugin = loaded_plugin("smartnic")
+            assert any("ADD_SOCK" in r for r in plugin.repair(taken.id))
+            assert [r.relay_id for r in small.relays()] == [0]
+        finally:
+            os_vif.unplug(taken, INSTANCE)
+        assert small.relays() == []
+    finally:
+        small.stop()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
 @pytest.mark.parametrize("mode", ["passthrough", "forwarder"])
 def test_representor_missing(env: PluginEnv, mode: str) -> None:
     vf = env.vf(0, 8)
