@@ -167,13 +167,18 @@ def cmd_sim_create(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_sim_destroy(args: argparse.Namespace) -> int:
+def _load_sim(dir: str) -> Any:
+    """The simulated host in ``dir``; none there is the user's mistake (exit 2)."""
     from smartnic_vif.sim.host import SimulatedHost, SimulatorError
 
     try:
-        host = SimulatedHost.load(args.dir)
+        return SimulatedHost.load(dir)
     except SimulatorError as e:
         raise UsageError(str(e)) from e
+
+
+def cmd_sim_destroy(args: argparse.Namespace) -> int:
+    host = _load_sim(args.dir)
     progress = render.Progress()
     progress.step(f"stopping OVS and the forwarder, removing veths and namespaces of {args.dir}...")
     host.destroy()
@@ -185,12 +190,7 @@ def cmd_sim_destroy(args: argparse.Namespace) -> int:
 
 
 def cmd_sim_restart_forwarder(args: argparse.Namespace) -> int:
-    from smartnic_vif.sim.host import SimulatedHost, SimulatorError
-
-    try:
-        host = SimulatedHost.load(args.dir)
-    except SimulatorError as e:
-        raise UsageError(str(e)) from e
+    host = _load_sim(args.dir)
     progress = render.Progress()
     progress.step(f"restarting the simulated virtio-forwarder of {args.dir}...")
     host.restart_forwarder()
@@ -201,12 +201,7 @@ def cmd_sim_restart_forwarder(args: argparse.Namespace) -> int:
 
 
 def cmd_sim_reboot(args: argparse.Namespace) -> int:
-    from smartnic_vif.sim.host import SimulatedHost, SimulatorError
-
-    try:
-        host = SimulatedHost.load(args.dir)
-    except SimulatorError as e:
-        raise UsageError(str(e)) from e
+    host = _load_sim(args.dir)
     progress = render.Progress()
     progress.step(f"rebooting the simulated host in {args.dir} (VFs, representors, OVS, "
                   "forwarder)...")
