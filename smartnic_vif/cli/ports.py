@@ -193,7 +193,7 @@ def cmd_attach(args: argparse.Namespace) -> int:
     network = _network(args)
     request = pci_request_for_port(port, network)
     existing = session.store.get(port_id)
-    if existing is not None and existing.phase == "plugged" and not args.dry_run:
+    if existing is not None and existing.phase == "plugged":
         if "vif" not in existing.request:
             raise SmartNICError(
                 f"port {port_id} was plugged through os-vif (nova-compute), not by attach; "
@@ -204,6 +204,8 @@ def cmd_attach(args: argparse.Namespace) -> int:
             raise SmartNICError(
                 f"port {port_id} is already attached with other arguments: "
                 f"{'; '.join(differences)}; detach it first to attach it differently")
+        if args.dry_run:
+            return _print_repairs(args, session, existing)
         # The same arguments: plugging again re-asserts every change (each
         # is idempotent), which repairs drift; with none, nothing changes.
         session.os_vif().plug(vif, vif_builder.instance_info(
@@ -330,6 +332,28 @@ def _print_plan(args: argparse.Namespace, session: Session, vif: Any, instance_u
         render.emit_json({"dry_run": True, "plan": data})
     else:
         print(text)
+    return EXIT_OK
+
+
+def _print_repairs(args: argparse.Namespace, session: Session, record: Any) -> int:
+    """--dry-run of an attached port with the same arguments: what attaching
+    it again would repair (nothing, when the host matches its plan)."""
+    from smartnic_vif.decisions.repair import plan_repair
+    from smartnic_vif.host.observe import observe_port
+
+    repairs = ([r.describe() for r in plan_repair(record.plan,
+                                                    observe_port(session.host, record.plan))
+                if r.problem] if record.plan is not None else [])
+    if args.json:
+        render.emit_json({"dry_run": True, "port_id": record.port_id, "vf": record.vf_address,
+                          "status": "already attached", "repairs": repairs})
+    else:
+        print(f"port {record.port_id} is already attached"
+              + (f" on VF {record.vf_address}" if record.vf_address else "")
+              + (": attaching it again would repair:" if repairs
+                 else ": attaching it again would change nothing"))
+        for repair in repairs:
+            print(f"  - {repair}")
     return EXIT_OK
 
 

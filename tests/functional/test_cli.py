@@ -1184,5 +1184,16 @@ def test_reattach_same_arguments_is_a_no_op_and_different_ones_are_refused(sim: 
         for needle in needles:
             assert needle in proc.stderr, f"{needle!r} not named\n" + explain(proc)
         sim.assert_unchanged(attached)
+        # --dry-run says the same, rather than planning a new attach.
+        proc = sim.cli("attach", *[x for kv in opts.items() for x in kv], *extra, "--dry-run")
+        assert proc.returncode == 1 and "already attached" in proc.stderr, explain(proc)
+    # With the same arguments, --dry-run says what attaching again would repair.
+    assert sim.json("attach", *args, "--dry-run")["repairs"] == []
+    sim.vsctl("set", "Interface", tap_name(port_id), "external_ids:attached-mac=00:00:00:00:00:01")
+    [repair] = sim.json("attach", *args, "--dry-run")["repairs"]
+    assert "attached-mac" in repair, repair
+    assert sim.ovs_ports(port_id) != []  # a dry run changed nothing
+    sim.json("attach", *args)  # the repair itself
+    sim.assert_unchanged(attached)
     sim.json("detach", "--port-id", port_id)
     sim.assert_unchanged(before)
