@@ -45,9 +45,10 @@ def register(sub: Any) -> None:
     b.add_argument("--dir", required=True)
     b.set_defaults(handler=cmd_sim_reboot)
 
-    from smartnic_vif.cli import demo, ports
+    from smartnic_vif.cli import demo, health, ports
 
     ports.register(sub)
+    health.register(sub)
     demo.register(sub)
 
 

@@ -84,7 +84,7 @@ class Watcher:
     # -- passes ------------------------------------------------------------
     def reconcile(self, why: str, interrupted: bool = False,
                   port_ids: set[str] | None = None) -> None:
-        from smartnic_vif.cli.ports import reconcile_once
+        from smartnic_vif.cli.health import reconcile_once
 
         started = time.monotonic()
         actions = reconcile_once(self.session, interrupted=interrupted, port_ids=port_ids)
