@@ -34,13 +34,13 @@ class RelayLimitReached(SmartNICError):
 
 
 def check_relay_room(
-    port_id: str, vf_address: str, used: int, total: int, relayed_vfs: Iterable[str]
+    port_id: str, vf_address: str, total: int, slot_owners: Iterable[str]
 ) -> None:
-    """Raise :class:`RelayLimitReached` unless a relay can be added for
-    ``vf_address``: a slot is free, or the VF owns one already (``relayed_vfs``:
-    a plug again of its port, which adds no relay)."""
+    """Raise :class:`RelayLimitReached` unless ``vf_address`` can have a relay
+    slot: ``slot_owners`` (the VFs that own one, ``vf_address`` perhaps among
+    them: a claim made before the plug is the slot it takes) leave one of the
+    daemon's ``total`` free for it."""
     vf = PciAddress.parse(vf_address, "vf_address")
-    if any(PciAddress.parse(a, "relayed_vfs") == vf for a in relayed_vfs):
-        return
-    if used >= total:
-        raise RelayLimitReached(port_id, vf_address, used, total)
+    others = {PciAddress.parse(a, "slot_owners") for a in slot_owners} - {vf}
+    if len(others) >= total:
+        raise RelayLimitReached(port_id, vf_address, len(others), total)

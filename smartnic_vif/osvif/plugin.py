@@ -167,8 +167,7 @@ class SmartNICPlugin(plugin.PluginBase):
         except HostOperationError as e:
             LOG.warning("port %s: relay limit not checked: %s", port.port_id, e)
             return
-        claimed = self.store.forwarder_vfs()
-        relays.check_relay_room(port.port_id, port.vf_address, len(claimed), total, claimed)
+        relays.check_relay_room(port.port_id, port.vf_address, total, self.store.forwarder_vfs())
 
     def plug_port(self, port: decide.PortRequest) -> None:
         assert port.vf_address is not None

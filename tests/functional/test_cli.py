@@ -612,6 +612,42 @@ def test_status_flags_a_missing_relay_and_wrong_driver(sim: Sim) -> None:
     sim.assert_unchanged(before)
 
 
+def test_attach_beyond_the_relay_limit_fails_before_anything_changes(
+    sim: Sim, tmp_path: Any,
+) -> None:
+    # attach claims the VF before it plugs; that claim must not count as the
+    # VF's relay already there. A daemon built with one relay slot:
+    from smartnic_vif.sim.forwarder import ForwarderSimulator
+
+    directory = tempfile.mkdtemp(prefix="snv-", dir="/tmp")  # short ipc paths
+    small = ForwarderSimulator(f"ipc://{directory}/pc", f"ipc://{directory}/st",
+                               sysfs_root=sim.dir, max_relays=1).start()
+    try:
+        config = tmp_path / "small-forwarder.conf"
+        config.write_text("[os_vif_smartnic]\n"
+                          f"forwarder_port_control_endpoint = {small.port_control_endpoint}\n"
+                          f"forwarder_stats_endpoint = {small.stats_endpoint}\n")
+        before = sim.snapshot()
+        first, second = new_id(), new_id()
+        sim.json("attach", "--port-id", first, "--mac", new_mac(), "--vnic-type",
+                 "virtio-forwarder", "--instance-uuid", new_id(), extra_config=str(config))
+        plugged = sim.snapshot()
+        proc = sim.cli("attach", "--port-id", second, "--mac", new_mac(), "--vnic-type",
+                       "virtio-forwarder", "--instance-uuid", new_id(), extra_config=str(config))
+        assert proc.returncode == 1, explain(proc)
+        assert "1 of its 1 relays are in use" in proc.stderr and "limit" in proc.stderr, (
+            explain(proc))
+        sim.assert_unchanged(plugged)
+        assert len(small.relays()) == 1
+        assert sim.claims() == [first]
+        sim.json("detach", "--port-id", first, extra_config=str(config))
+        assert small.relays() == []
+        sim.assert_unchanged(before)
+    finally:
+        small.stop()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
 def test_inventory_and_doctor_count_forwarder_relays_in_use(sim: Sim) -> None:
     # The daemon lists all its relay slots; the CLI counts those in use.
     assert sim.inventory["forwarder"] == {"relays_total": 32, "relays_in_use": 0, "error": None}
