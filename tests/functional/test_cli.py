@@ -560,12 +560,24 @@ def test_attach_text_output(sim: Sim) -> None:
 
 
 # -- status: drift -----------------------------------------------------------------------
+def _promiscuous(name: str) -> bool:
+    with IPRoute() as ipr:
+        [msg] = ipr.get_links(ipr.link_lookup(ifname=name)[0])
+        return bool(msg["flags"] & 0x100)  # IFF_PROMISC
+
+
 def test_status_flags_a_deleted_ovs_port(sim: Sim) -> None:
     before = sim.snapshot()
     port_id, mac = new_id(), new_mac()
     vf = sim.attach("direct", port_id, mac)["vf"]
     assert sim.status()["ports"][0]["drift"] == []
     sim.vsctl("del-port", "br-int", tap_name(port_id))
+    # ovs-vswitchd lets go of the representor's promiscuous mode with the
+    # port, after the OVSDB write returns: wait for it, or status may come
+    # first and the drift differ from run to run.
+    deadline = time.monotonic() + 30
+    while _promiscuous(tap_name(port_id)) and time.monotonic() < deadline:
+        time.sleep(0.05)
     status = sim.status(expect=1)
     [port] = status["ports"]
     assert port["port_id"] == port_id and port["ovs_ports"] == []
