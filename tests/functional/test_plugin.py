@@ -1000,6 +1000,37 @@ def test_a_plugged_forwarder_port_keeps_its_relay_slot_across_a_daemon_restart(
         shutil.rmtree(directory, ignore_errors=True)
 
 
+def test_a_daemon_restarted_with_more_relay_slots_is_not_refused_by_the_count_read_before(
+    env: PluginEnv,
+) -> None:
+    # nova-compute's plugin lives as long as nova-compute: the slot count it
+    # read from the old daemon must not refuse a plug the new daemon has room for.
+    directory = short_tmpdir()
+    endpoints = (f"ipc://{directory}/pc", f"ipc://{directory}/stats")
+    small = ForwarderSimulator(*endpoints, sysfs_root=env.sim.dir, max_relays=1).start()
+    try:
+        env.override("forwarder_port_control_endpoint", small.port_control_endpoint)
+        env.override("forwarder_stats_endpoint", small.stats_endpoint)
+        first, second = env.vf(1, 10), env.vf(1, 11)
+        taken = forwarder_vif(env, first)
+        os_vif.plug(taken, INSTANCE)  # the plugin has read "1 slot"
+        vif = forwarder_vif(env, second)
+        try:
+            small.stop()
+            small = ForwarderSimulator(*endpoints, sysfs_root=env.sim.dir, max_relays=2).start()
+            os_vif.plug(vif, INSTANCE)
+            assert env.store().get(vif.id) is not None
+            # (the restart forgot the first port's relay: reconcile would put it back)
+            assert [r.device.lower() for r in small.relays()] == [second.address.lower()]
+        finally:
+            os_vif.unplug(vif, INSTANCE)
+            os_vif.unplug(taken, INSTANCE)
+        assert small.relays() == []
+    finally:
+        small.stop()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
 @pytest.mark.parametrize("mode", ["passthrough", "forwarder"])
 def test_representor_missing(env: PluginEnv, mode: str) -> None:
     vf = env.vf(0, 8)
