@@ -16,7 +16,8 @@ def register(sub: Any) -> None:
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(handler=cmd_inventory)
 
-    p = sub.add_parser("sim", help="create, reboot or destroy a simulated SmartNIC host")
+    p = sub.add_parser("sim", help="create, restart-forwarder, reboot or destroy a simulated "
+                       "SmartNIC host")
     simsub = p.add_subparsers(dest="sim_command", required=True, metavar="ACTION")
     c = simsub.add_parser("create", help="build a simulated host in DIR")
     c.add_argument("--dir", required=True)

@@ -182,25 +182,32 @@ def reconcile_once(session: Session, interrupted: bool = True,
     return actions
 
 
+def normal_port_repairs(session: Session, record: Any) -> list[str]:
+    """What plugging the plugged normal port ``record`` again would repair:
+    what status finds drifted (its OVS port gone or edited), or nothing."""
+    problems = port_status(session, record)["drift"]
+    return ([f"{'; '.join(problems)} -> plug the port again through os-vif's ovs plugin"]
+            if problems else [])
+
+
 def _replug_normal(session: Session, record: Any) -> list[str]:
     """A plugged normal port is os-vif's ovs plugin's (no plan of ours): if
-    status finds it drifted (its OVS port gone or edited), plug it again
-    through os-vif, which re-asserts the port and its external_ids."""
-    from smartnic_vif.decisions import vif_builder
-
-    problems = port_status(session, record)["drift"]
-    if not problems:
-        return []
+    it drifted, plug it again through os-vif, which re-asserts the port and
+    its external_ids."""
     from os_vif import exception as os_vif_exception
 
+    from smartnic_vif.decisions import vif_builder
 
+    repairs = normal_port_repairs(session, record)
+    if not repairs:
+        return []
     uuid_ = record.request["instance_uuid"]
     try:
         session.os_vif().plug(vif_from_record(record),
                               vif_builder.instance_info(uuid_, f"instance-{uuid_[:8]}"))
     except os_vif_exception.ExceptionBase as e:
         raise SmartNICError(f"plug of normal port {record.port_id} again failed: {e}") from e
-    return [f"{'; '.join(problems)} -> plug the port again through os-vif's ovs plugin"]
+    return repairs
 
 
 def print_actions(actions: list[dict[str, Any]]) -> None:

@@ -320,13 +320,18 @@ def _print_plan(args: argparse.Namespace, session: Session, vif: Any, instance_u
 
 def _print_repairs(args: argparse.Namespace, session: Session, record: Any) -> int:
     """--dry-run of an attached port with the same arguments: what attaching
-    it again would repair (nothing, when the host matches its plan)."""
+    it again would repair (nothing, when the host matches its plan), as
+    reconcile would repair it."""
+    from smartnic_vif.cli.health import normal_port_repairs
     from smartnic_vif.decisions.repair import plan_repair
     from smartnic_vif.host.observe import observe_port
 
-    repairs = ([r.describe() for r in plan_repair(record.plan,
-                                                    observe_port(session.host, record.plan))
-                if r.problem] if record.plan is not None else [])
+    if record.plan is None:  # a normal port: os-vif's ovs plugin plugs it again
+        repairs = normal_port_repairs(session, record)
+    else:
+        repairs = [r.describe() for r in plan_repair(record.plan,
+                                                     observe_port(session.host, record.plan))
+                   if r.problem]
     if args.json:
         render.emit_json({"dry_run": True, "port_id": record.port_id, "vf": record.vf_address,
                           "status": "already attached", "repairs": repairs})

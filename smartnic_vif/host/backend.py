@@ -101,10 +101,11 @@ class Host:
                 )
             return self._forwarder
 
-    def relay_slots(self) -> int:
+    def relay_slots(self, refresh: bool = False) -> int:
         """How many relays virtio-forwarder can hold (its MAX_RELAYS, fixed
-        by its DPDK build): read from its stats once, then kept."""
-        if self._relay_slots is None:
+        by its DPDK build): read from its stats once, then kept; ``refresh``
+        reads it again (a daemon rebuilt and restarted may have another)."""
+        if self._relay_slots is None or refresh:
             self._relay_slots = self.forwarder.relay_usage().total
         return self._relay_slots
 

@@ -196,11 +196,14 @@ class StateStore:
         return [self._record(r) for r in rows]
 
     def forwarder_vfs(self) -> list[str]:
-        """The VFs of forwarder ports: each owns a relay slot of the daemon,
-        also while a restarted daemon has yet to get its relay back."""
+        """The VFs of forwarder ports whose plug has started: each owns a
+        relay slot of the daemon, also while a restarted daemon has yet to get
+        its relay back. A claim whose plug has not started (phase ``claimed``:
+        an attach on its way, or one that died before plugging) has no relay."""
         with self._db() as db:
             rows = db.execute(
-                "SELECT vf_address FROM ports WHERE mode = 'forwarder' AND vf_address IS NOT NULL"
+                "SELECT vf_address FROM ports WHERE mode = 'forwarder'"
+                " AND vf_address IS NOT NULL AND phase != 'claimed'"
             ).fetchall()
         return [r[0] for r in rows]
 

@@ -157,17 +157,25 @@ class SmartNICPlugin(plugin.PluginBase):
         The slots in use are those the journal's forwarder claims own: a
         plugged port keeps its slot while a restarted daemon has forgotten
         its relay (reconcile puts it back), and counting them costs no
-        round trip. The number of slots is the daemon's, read once. A relay
-        someone else made is not counted: ADD_SOCK then refuses (ERROR 2) and
-        the plug is undone. A daemon that does not answer its stats is left to
-        answer ADD_SOCK."""
+        round trip. The number of slots is the daemon's, read once and read
+        again before refusing (this process may outlive the daemon it read it
+        from). A relay someone else made is not counted: ADD_SOCK then refuses
+        (ERROR 2) and the plug is undone. A daemon that does not answer its
+        stats is left to answer ADD_SOCK."""
         assert port.vf_address is not None
-        try:
-            total = self.host.relay_slots()
-        except HostOperationError as e:
-            LOG.warning("port %s: relay limit not checked: %s", port.port_id, e)
-            return
-        relays.check_relay_room(port.port_id, port.vf_address, total, self.store.forwarder_vfs())
+        owners = self.store.forwarder_vfs()
+        for refresh in (False, True):
+            try:
+                total = self.host.relay_slots(refresh=refresh)
+            except HostOperationError as e:
+                LOG.warning("port %s: relay limit not checked: %s", port.port_id, e)
+                return
+            try:
+                relays.check_relay_room(port.port_id, port.vf_address, total, owners)
+                return
+            except relays.RelayLimitReached:
+                if refresh:
+                    raise
 
     def plug_port(self, port: decide.PortRequest) -> None:
         assert port.vf_address is not None

@@ -1244,3 +1244,28 @@ def test_reattach_same_arguments_is_a_no_op_and_different_ones_are_refused(sim: 
     sim.assert_unchanged(attached)
     sim.json("detach", "--port-id", port_id)
     sim.assert_unchanged(before)
+
+
+def test_attach_dry_run_of_an_attached_normal_port_names_what_attaching_again_repairs(
+    sim: Sim, tap: Any,
+) -> None:
+    # A normal port has no plan of ours, but attaching it again plugs it again
+    # through os-vif: the dry run must say so when its OVS port went, as
+    # status and reconcile do, not "would change nothing".
+    port_id, mac, vm = new_id(), new_mac(), new_id()
+    args = ["--port-id", port_id, "--mac", mac, "--vnic-type", "normal", "--instance-uuid", vm]
+    tap(port_id)
+    sim.json("attach", *args)
+    try:
+        assert sim.json("attach", *args, "--dry-run")["repairs"] == []
+        sim.vsctl("del-port", tap_name(port_id))
+        [repair] = sim.json("attach", *args, "--dry-run")["repairs"]
+        assert "OVS port" in repair and "plug the port again" in repair, repair
+        assert sim.ovs_ports(port_id) == []  # a dry run changed nothing
+        proc = sim.cli("attach", *args, "--dry-run")
+        assert proc.returncode == 0 and "would repair" in proc.stdout, explain(proc)
+        sim.json("attach", *args)  # the repair itself
+        assert sim.ovs_ports(port_id) == [tap_name(port_id)]
+        assert sim.json("attach", *args, "--dry-run")["repairs"] == []
+    finally:
+        sim.json("detach", "--port-id", port_id)

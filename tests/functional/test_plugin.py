@@ -1000,6 +1000,64 @@ def test_a_plugged_forwarder_port_keeps_its_relay_slot_across_a_daemon_restart(
         shutil.rmtree(directory, ignore_errors=True)
 
 
+def test_a_daemon_restarted_with_more_relay_slots_is_not_refused_by_the_count_read_before(
+    env: PluginEnv,
+) -> None:
+    # nova-compute's plugin lives as long as nova-compute: the slot count it
+    # read from the old daemon must not refuse a plug the new daemon has room for.
+    directory = short_tmpdir()
+    endpoints = (f"ipc://{directory}/pc", f"ipc://{directory}/stats")
+    small = ForwarderSimulator(*endpoints, sysfs_root=env.sim.dir, max_relays=1).start()
+    try:
+        env.override("forwarder_port_control_endpoint", small.port_control_endpoint)
+        env.override("forwarder_stats_endpoint", small.stats_endpoint)
+        first, second = env.vf(1, 10), env.vf(1, 11)
+        taken = forwarder_vif(env, first)
+        os_vif.plug(taken, INSTANCE)  # the plugin has read "1 slot"
+        vif = forwarder_vif(env, second)
+        try:
+            small.stop()
+            small = ForwarderSimulator(*endpoints, sysfs_root=env.sim.dir, max_relays=2).start()
+            os_vif.plug(vif, INSTANCE)
+            assert env.store().get(vif.id) is not None
+            # (the restart forgot the first port's relay: reconcile would put it back)
+            assert [r.device.lower() for r in small.relays()] == [second.address.lower()]
+        finally:
+            os_vif.unplug(vif, INSTANCE)
+            os_vif.unplug(taken, INSTANCE)
+        assert small.relays() == []
+    finally:
+        small.stop()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def test_a_claim_whose_plug_has_not_started_holds_no_relay_slot(env: PluginEnv) -> None:
+    # attach claims its VF before it plugs. Such a claim has no relay (reconcile
+    # releases it as one that never touched the host): counted as a slot, two
+    # attaches racing for the last slot refused each other, and one that died
+    # before its plug blocked every forwarder plug until reconcile.
+    directory = short_tmpdir()
+    small = ForwarderSimulator(
+        f"ipc://{directory}/pc", f"ipc://{directory}/stats", sysfs_root=env.sim.dir,
+        max_relays=1,
+    ).start()
+    pending = new_port_id()
+    try:
+        env.override("forwarder_port_control_endpoint", small.port_control_endpoint)
+        env.override("forwarder_stats_endpoint", small.stats_endpoint)
+        env.store().claim(pending, env.vf(1, 12).address, "forwarder", {})
+        vif = forwarder_vif(env, env.vf(1, 10))
+        os_vif.plug(vif, INSTANCE)
+        try:
+            assert [r.device.lower() for r in small.relays()] == [env.vf(1, 10).address]
+        finally:
+            os_vif.unplug(vif, INSTANCE)
+    finally:
+        env.store().release(pending)
+        small.stop()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
 @pytest.mark.parametrize("mode", ["passthrough", "forwarder"])
 def test_representor_missing(env: PluginEnv, mode: str) -> None:
     vf = env.vf(0, 8)
