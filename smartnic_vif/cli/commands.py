@@ -141,7 +141,7 @@ def cmd_inventory(args: argparse.Namespace) -> int:
 
 
 def cmd_sim_create(args: argparse.Namespace) -> int:
-    from smartnic_vif.sim.host import SimulatedHost, SimulatorError
+    from smartnic_vif.sim.host import SimulatedHost, SimulatorValueError
 
     progress = render.Progress()
     progress.step(f"creating a simulated host with {args.pfs} x {args.vfs_per_pf} VFs in {args.dir}"
@@ -151,12 +151,10 @@ def cmd_sim_create(args: argparse.Namespace) -> int:
             args.dir, pfs=args.pfs, vfs_per_pf=args.vfs_per_pf, legacy_pfs=args.legacy_pfs,
             port_name_form=args.port_name_form, driver=args.driver, max_relays=args.max_relays,
         )
-    except SimulatorError as e:
+    except SimulatorValueError as e:
         progress.done()
-        if any(text in str(e) for text in ("invalid", "must be", "already holds", "not empty",
-                                           "not a directory")):
-            raise UsageError(str(e)) from e
-        raise
+        # Named as the option the user typed it with.
+        raise UsageError(f"--{e.parameter.replace('_', '-')} {e.value}: {e.reason}") from e
     progress.done()
     info = {"dir": host.dir, "config_file": host.config_file, "processes": host.processes(),
             "representors": len(host.existing_links()),

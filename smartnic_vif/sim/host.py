@@ -56,6 +56,16 @@ class SimulatorError(RuntimeError):
     pass
 
 
+class SimulatorValueError(SimulatorError):
+    """A value given to :meth:`SimulatedHost.create` that it refuses, before
+    anything is made. ``parameter`` is the argument's name (the CLI names the
+    option instead)."""
+
+    def __init__(self, parameter: str, value: object, reason: str) -> None:
+        self.parameter, self.value, self.reason = parameter, value, reason
+        super().__init__(f"invalid {parameter} {value!r}: {reason}")
+
+
 def _mac(prefix: int, a: int, b: int, c: int) -> str:
     return f"02:{prefix:02x}:{a:02x}:{b:02x}:{c >> 8:02x}:{c & 0xFF:02x}"
 
@@ -325,18 +335,16 @@ class SimulatedHost:
         max_relays: int = DEFAULT_MAX_RELAYS,
     ) -> SimulatedHost:
         if port_name_form not in PORT_NAME_FORMS:
-            raise SimulatorError(
-                f"invalid port name form {port_name_form!r}: expected one of {PORT_NAME_FORMS}"
-            )
+            raise SimulatorValueError("port_name_form", port_name_form,
+                                      f"expected one of {PORT_NAME_FORMS}")
         if driver not in VENDORS:
-            raise SimulatorError(f"invalid driver {driver!r}: expected one of {list(VENDORS)}")
-        if not 1 <= pfs <= 8 or not 0 <= legacy_pfs <= 8:
-            raise SimulatorError("pfs must be 1-8 and legacy_pfs 0-8")
-        if not 1 <= vfs_per_pf <= 256:
-            raise SimulatorError(f"invalid vfs_per_pf {vfs_per_pf}: expected 1-256")
-        if not 1 <= max_relays <= MAX_RELAYS_LIMIT:
-            raise SimulatorError(
-                f"invalid max_relays {max_relays}: expected 1-{MAX_RELAYS_LIMIT}")
+            raise SimulatorValueError("driver", driver, f"expected one of {list(VENDORS)}")
+        for parameter, value, low, high in (
+            ("pfs", pfs, 1, 8), ("legacy_pfs", legacy_pfs, 0, 8),
+            ("vfs_per_pf", vfs_per_pf, 1, 256), ("max_relays", max_relays, 1, MAX_RELAYS_LIMIT),
+        ):
+            if not low <= value <= high:
+                raise SimulatorValueError(parameter, value, f"expected {low}-{high}")
         dir = os.path.abspath(dir)
         if with_ovs and _link_exists("ovs-netdev"):
             # The userspace datapath's tap has a fixed name: a second
@@ -346,17 +354,17 @@ class SimulatedHost:
                 "(link ovs-netdev exists); destroy that simulated host first"
             )
         if os.path.exists(os.path.join(dir, MANIFEST)):
-            raise SimulatorError(f"{dir} already holds a simulated host; destroy it first")
+            raise SimulatorValueError("dir", dir, "it already holds a simulated host; "
+                                      "destroy it first")
         if os.path.lexists(dir) and not os.path.isdir(dir):
-            raise SimulatorError(f"{dir} is not a directory")
+            raise SimulatorValueError("dir", dir, "not a directory")
         if os.path.isdir(dir) and (present := sorted(os.listdir(dir))):
             # destroy removes only what create made, so create never mixes
             # its files with somebody else's.
             shown = ", ".join(present[:5]) + (", ..." if len(present) > 5 else "")
-            raise SimulatorError(
-                f"{dir} is not empty ({shown}) and holds no simulated host: "
-                "give sim create a new or empty directory"
-            )
+            raise SimulatorValueError(
+                "dir", dir, f"not empty ({shown}) and holds no simulated host: "
+                "give sim create a new or empty directory")
         os.makedirs(dir, exist_ok=True)
         layout = SimLayout(
             dir=dir,

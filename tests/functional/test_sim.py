@@ -371,9 +371,11 @@ def test_load_and_destroy_from_a_new_process(sim_host: SimFactory) -> None:
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"port_name_form": "pf-vf"}, "invalid port name form"),
+        ({"port_name_form": "pf-vf"}, "invalid port_name_form .pf-vf."),
         ({"driver": "e1000"}, "invalid driver"),
-        ({"pfs": 0}, "pfs must be 1-8"),
+        ({"pfs": 0}, "invalid pfs 0: expected 1-8"),
+        ({"legacy_pfs": 9}, "invalid legacy_pfs 9: expected 0-8"),
+        ({"max_relays": 0}, "invalid max_relays 0: expected 1-128"),
         ({"vfs_per_pf": 0}, "invalid vfs_per_pf"),
         ({"vfs_per_pf": 257}, "invalid vfs_per_pf"),
     ],
@@ -384,6 +386,23 @@ def test_create_refuses_bad_arguments_before_making_anything(
     target = tmp_path / "sim"
     with pytest.raises(SimulatorError, match=match):
         SimulatedHost.create(str(target), with_ovs=False, with_forwarder=False, **kwargs)
+    assert not target.exists()
+
+
+@pytest.mark.parametrize(("option", "value", "said"), [
+    ("--pfs", "9", "--pfs 9: expected 1-8"),
+    ("--legacy-pfs", "9", "--legacy-pfs 9: expected 0-8"),
+    ("--vfs-per-pf", "0", "--vfs-per-pf 0: expected 1-256"),
+    ("--max-relays", "0", "--max-relays 0: expected 1-128"),
+    ("--max-relays", "1000", "--max-relays 1000: expected 1-128"),
+])
+def test_sim_create_names_the_option_it_refuses(
+    tmp_path: Path, option: str, value: str, said: str
+) -> None:
+    target = tmp_path / "sim"
+    proc = run(CLI, "sim", "create", "--dir", str(target), option, value)
+    assert proc.returncode == 2, explain(proc)
+    assert said in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, explain(proc)
     assert not target.exists()
 
 
