@@ -17,7 +17,7 @@ import subprocess
 import tempfile
 import time
 import uuid
-from typing import Any
+from typing import Any, NamedTuple
 
 from oslo_config import cfg
 
@@ -56,7 +56,7 @@ def _netns_run(ns: str, *argv: str) -> subprocess.CompletedProcess[str]:
 
 
 def _vm_nic(ns: str, ifname: str, address: str) -> None:
-    from pyroute2 import NetNS
+    from pyroute2 import NetNS  # here: every CLI command imports this module
 
     with NetNS(ns) as n:
         idx = n.link_lookup(ifname=ifname)[0]
@@ -66,16 +66,25 @@ def _vm_nic(ns: str, ifname: str, address: str) -> None:
         n.link("set", index=lo, state="up")
 
 
-def _ping_all(attached: list[Any]) -> None:
+class Attached(NamedTuple):
+    """One port the demo attached, and the stand-in for its VM."""
+
+    port: dict[str, Any]  # the Neutron port
+    vif: Any
+    vf: Any  # the VF (None for the normal port)
+    before: dict[str, Any] | None  # the VF's simulated kernel state before the plug
+    vm_ns: str  # the namespace the VM's NIC is in
+    address: str  # the VM's address
+
+
+def _ping_all(attached: list[Attached]) -> None:
     """Ping the normal and forwarder VMs from the passthrough one."""
-    src_ns = attached[1][4]
-    for n, (port, *_rest) in enumerate(attached, start=1):
-        if n == 2:
-            continue
-        target = SUBNET.format(n).split("/")[0]
-        result = _netns_run(src_ns, "ping", "-c", "3", "-i", "0.2", "-W", "2", target)
+    source = attached[1]
+    for one in (attached[0], attached[2]):
+        target = one.address.split("/")[0]
+        result = _netns_run(source.vm_ns, "ping", "-c", "3", "-i", "0.2", "-W", "2", target)
         _check(result.returncode == 0,
-               f"passthrough VM -> {port['binding:vnic_type']} VM ({target}): "
+               f"passthrough VM -> {one.port['binding:vnic_type']} VM ({target}): "
                + (result.stdout.strip().splitlines()[-2] if result.stdout.strip() else "no reply"))
 
 
@@ -181,7 +190,7 @@ def _run(host: Any, extra_links: list[str]) -> bool:
         })
 
     _say("attaching one port per mode through the os-vif plugin")
-    attached = []
+    attached: list[Attached] = []
     for n, port in enumerate(ports, start=1):
         request = pci_request_for_port(port, network)
         vf = None
@@ -199,7 +208,9 @@ def _run(host: Any, extra_links: list[str]) -> bool:
             subprocess.run([IP, "link", "set", vif.vif_name, "up"], check=True)  # noqa: S603
             extra_links.append(vif.vif_name)
             vm_ns, vm_if = ns, "eth0"
-            with __import__("pyroute2").NetNS(ns) as nsr:
+            from pyroute2 import NetNS
+
+            with NetNS(ns) as nsr:
                 nsr.link("set", index=nsr.link_lookup(ifname="eth0")[0],
                          address=port["mac_address"])
         else:
@@ -211,13 +222,13 @@ def _run(host: Any, extra_links: list[str]) -> bool:
               + (f"VF {vf.address}, representor {vif.port_profile.representor_name}"
                  if vf else f"tap {vif.vif_name}"))
         _vm_nic(vm_ns, vm_if, SUBNET.format(n))
-        attached.append((port, vif, vf, before, vm_ns))
+        attached.append(Attached(port, vif, vf, before, vm_ns, SUBNET.format(n)))
 
     _say("OVS ports on br-int (from OVSDB, with Neutron's external_ids)")
     ovsdb = plugin.host.ovsdb
     port_rows = []
-    for port, _vif, _vf, _before, _ns in attached:
-        for info in ovsdb.find_ports_by_iface_id(port["id"]):
+    for one in attached:
+        for info in ovsdb.find_ports_by_iface_id(one.port["id"]):
             port_rows.append((info.name, info.bridge, info.external_ids.get("iface-id", "")[:8],
                               info.external_ids.get("attached-mac"), info.mtu_request,
                               info.ofport))
@@ -234,9 +245,9 @@ def _run(host: Any, extra_links: list[str]) -> bool:
     _check(usage.used == 1, "one relay, for the virtio-forwarder port")
 
     _say("libvirt interface XML")
-    for port, vif, _vf, _before, _ns in attached:
-        print(f"  -- {port['binding:vnic_type']}")
-        for line in libvirt_xml.interface_for_vif(vif).splitlines():
+    for one in attached:
+        print(f"  -- {one.port['binding:vnic_type']}")
+        for line in libvirt_xml.interface_for_vif(one.vif).splitlines():
             print("    " + line)
     req = libvirt_xml.domain_requirements("forwarder")
     needs = json.dumps(req.__dict__, default=str)
@@ -245,7 +256,7 @@ def _run(host: Any, extra_links: list[str]) -> bool:
     _say("dataplane: ping between the VMs' stand-ins through OVS")
     _ping_all(attached)
 
-    _say("virtio-forwarder restarted: it forgets every relay; reconcile puts it back")
+    _say("virtio-forwarder restarted: it forgets every relay; reconcile's repair puts it back")
     host.restart_forwarder()
     _check(plugin.host.forwarder.relays_in_use() == [],
            "the restarted daemon has no relay: the forwarder port is dead")
@@ -256,27 +267,27 @@ def _run(host: Any, extra_links: list[str]) -> bool:
     _say("host rebooted: VFs at their defaults, representors at their kernel names, "
          "no relay, OVS restarted from its database")
     host.reboot()
-    for _port, _vif, vf, _before, _vm_ns in attached:
-        if vf is not None:
-            _check(plugin.host.vf_driver(vf.address) == "nfp"
-                   and host.kernel_state(vf.address)["mac"] == "00:00:00:00:00:00",
-                   f"VF {vf.address} is back on nfp with no MAC")
+    for one in attached:
+        if one.vf is not None:
+            _check(plugin.host.vf_driver(one.vf.address) == "nfp"
+                   and host.kernel_state(one.vf.address)["mac"] == "00:00:00:00:00:00",
+                   f"VF {one.vf.address} is back on nfp with no MAC")
     _repair_all(plugin)
     # A reboot restarts the VMs too: their stand-ins get their addresses again.
-    for n, (_port, _vif, vf, _before, vm_ns) in enumerate(attached, start=1):
-        if vf is not None:
-            _vm_nic(vm_ns, host.vf_netdev(vf.address), SUBNET.format(n))
+    for one in attached:
+        if one.vf is not None:
+            _vm_nic(one.vm_ns, host.vf_netdev(one.vf.address), one.address)
     _ping_all(attached)
 
     _say("detaching everything")
-    for _port, vif, vf, before, _ns in reversed(attached):
+    for _port, vif, vf, before, _ns, _address in reversed(attached):
         os_vif.unplug(vif, instance)
         if vf is not None:
             after = host.kernel_state(vf.address)
             _check({k: after[k] for k in ("mac", "vlan", "trust", "spoofchk")}
                    == {k: before[k] for k in ("mac", "vlan", "trust", "spoofchk")},
                    f"VF {vf.address} settings restored (MAC {after['mac']})")
-    _check(not any(ovsdb.find_ports_by_iface_id(p["id"]) for p, *_ in attached),
+    _check(not any(ovsdb.find_ports_by_iface_id(one.port["id"]) for one in attached),
            "no OVS port left for the demo's ports")
     _check(plugin.host.forwarder.relays_in_use() == [], "no virtio-forwarder relay left")
     _check(plugin.store.all() == [], "no claim left in the state store")
