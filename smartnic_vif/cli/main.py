@@ -178,6 +178,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, InvalidValue) as e:
         print(f"smartnic-vif {args.command}: {e}", file=sys.stderr)
         return EXIT_USAGE
+    except BrokenPipeError:
+        # The reader stopped reading (``| head``): not this command's
+        # failure. Output goes nowhere from now on, so that the interpreter's
+        # last flush does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
     except (SmartNICError, OSError, RuntimeError, os_vif_exception.ExceptionBase) as e:
         print(f"smartnic-vif {args.command}: {_root_cause(e)}", file=sys.stderr)
         return EXIT_FAILED

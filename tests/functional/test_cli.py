@@ -623,6 +623,19 @@ def test_status_flags_a_missing_relay_and_wrong_driver(sim: Sim) -> None:
     sim.assert_unchanged(before)
 
 
+def test_a_reader_that_stops_reading_is_not_an_error(sim: Sim) -> None:
+    # smartnic-vif inventory | head -1: the pipe closes before it writes.
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        proc = subprocess.run(sim.argv("inventory"), stdout=write,  # noqa: S603 - fixed argv
+                              stderr=subprocess.PIPE,
+                              text=True, timeout=60)
+    finally:
+        os.close(write)
+    assert proc.returncode == 0 and proc.stderr == "", (proc.returncode, proc.stderr)
+
+
 def test_attach_beyond_the_relay_limit_fails_before_anything_changes(
     sim: Sim, tmp_path: Any,
 ) -> None:
