@@ -100,8 +100,7 @@ class Watcher:
 
     # -- what is watched ------------------------------------------------------
     def forwarder_ports(self) -> set[str]:
-        return {r.port_id for r in self.session.store.all()
-                if r.phase == "plugged" and r.mode == "forwarder" and r.vf_address}
+        return self.session.store.port_ids("plugged", "forwarder")
 
     def check_forwarder(self) -> None:
         ports = self.forwarder_ports()
@@ -109,13 +108,12 @@ class Watcher:
             self.relays = None  # nothing to watch; no daemon needed
             return
         try:
-            stats = self.stats_client.stats()
+            relays = self._relays()
         except HostOperationError as e:
             if self.forwarder_answers is not False:
                 LOG.warning("virtio-forwarder does not answer: %s", e)
             self.forwarder_answers = False
             return
-        relays = _relays_in_use(stats)
         came_back = self.forwarder_answers is False
         changed = self.relays is not None and relays != self.relays
         self.forwarder_answers = True
@@ -128,9 +126,16 @@ class Watcher:
 
     def _relays_now(self, default: RelaySet) -> RelaySet:
         try:
-            return _relays_in_use(self.stats_client.stats())
+            return self._relays()
         except HostOperationError:
             return default
+
+    def _relays(self) -> RelaySet:
+        """The daemon's relays in use, each as (slot, VF, socket): a VM that
+        is not connected yet shows its socket as "NONE", so the VF counts as
+        much as the socket; a restarted daemon has none of them."""
+        return frozenset((r.relay_id, r.vf_ident, r.vhost_path)
+                         for r in self.stats_client.relays_in_use())
 
     def check_ovsdb(self) -> None:
         try:
@@ -167,13 +172,6 @@ class Watcher:
         LOG.info("stopped")
         self.stats_client.close()
         return EXIT_OK
-
-
-def _relays_in_use(stats: Any) -> RelaySet:
-    """The daemon's relays in use, each as (slot, VF, socket). A VM that is
-    not connected yet shows its socket as "NONE", so the VF counts as much as
-    the socket; a restarted daemon has none of them."""
-    return frozenset((r.relay_id, r.vf_ident, r.vhost_path) for r in stats if r.in_use)
 
 
 def run(session: Any, interval: float) -> int:

@@ -247,9 +247,9 @@ def execute(
     groupable = _groupable(backend)
     startable = _startable(backend)
     done: set[int] = set()
-    # Every step whose ``do`` was attempted (done, failed or cut short).
+    # Every step whose ``do`` started (done, failed or cut short); a step
+    # refused before anything was sent (begin raised) did not.
     attempted: set[int] = set()
-    failed_to_begin: set[int] = set()
     pending = list(range(len(plan.steps)))
     running: dict[futures.Future[Any], list[int]] = {}
     # Operations begun on this thread whose work runs elsewhere, by the
@@ -261,8 +261,6 @@ def execute(
         nonlocal failed
         attempted.update(started or ())
         for i, error in outcomes:
-            if i not in failed_to_begin:
-                attempted.add(i)
             if error is None:
                 done.add(i)
                 if on_done:
@@ -277,7 +275,6 @@ def execute(
             handle = backend.begin(plan.steps[unit[0]].do)
         except Exception as e:
             # Refused before anything was sent: this step did not start.
-            failed_to_begin.add(unit[0])
             finished([(unit[0], e)])
             return
         attempted.add(unit[0])
@@ -356,7 +353,7 @@ def execute(
     if failed is None:
         return
     index, error = failed
-    undone = undo([plan.steps[i] for i in sorted(done | attempted)], backend,
+    undone = undo([plan.steps[i] for i in sorted(attempted)], backend,
                   unsure=[plan.steps[i] for i in attempted - done])
     if on_progress and not undone.errors:
         on_progress(0)

@@ -207,6 +207,14 @@ class StateStore:
             ).fetchall()
         return [r[0] for r in rows]
 
+    def port_ids(self, phase: str, mode: str) -> set[str]:
+        """The ports in ``phase`` and ``mode`` (no plan or request is read:
+        the watch asks this every poll)."""
+        with self._db() as db:
+            rows = db.execute("SELECT port_id FROM ports WHERE phase = ? AND mode = ?",
+                              (phase, mode)).fetchall()
+        return {r[0] for r in rows}
+
     def claims(self) -> dict[str, str]:
         """VF address -> port id, for VF selection."""
         with self._db() as db:

@@ -96,11 +96,11 @@ def relays(host: Any) -> list[tuple[str, str | None]] | None:
     if endpoint.startswith("ipc://") and not os.path.exists(endpoint[len("ipc://"):]):
         return None
     try:
-        stats = host.forwarder.stats()
+        in_use = host.forwarder.relays_in_use()
     except HostOperationError as e:
         LOG.warning("cannot list virtio-forwarder relays: %s", e)
         return None
-    return [(str(r.pci), r.vhost_path) for r in stats if r.pci is not None]
+    return [(str(r.pci), r.vhost_path) for r in in_use if r.pci is not None]
 
 
 def host_uses(host: Any) -> list[HostUse]:
@@ -115,26 +115,31 @@ def host_uses(host: Any) -> list[HostUse]:
     return uses
 
 
-def unexplained(host: Any, claims: Mapping[str, str]) -> list[dict[str, Any]]:
-    """Host state no claim explains (``claims``: VF address -> port id): a
-    representor on OVS for a port that does not hold its VF, a relay of a
-    VF nobody claims."""
-    out = []
+def _unclaimed_uses(host: Any, claims: Mapping[str, str]) -> list[HostUse]:
+    """The host's uses of VFs that no claim explains (``claims``: VF address
+    -> port id): a representor on OVS for a port that does not hold its VF,
+    a relay of a VF nobody claims."""
+    uses = []
     for use in host_uses(host):
         owner = claims.get(use.vf_address)
-        if owner is not None and (use.port_id is None or use.port_id == owner):
-            continue
-        out.append({"vf": use.vf_address, "port_id": use.port_id,
-                    "what": f"{use.describe()}, which no claim explains"})
-    return out
+        if owner is None or (use.port_id is not None and use.port_id != owner):
+            uses.append(use)
+    return uses
+
+
+def unexplained(host: Any, claims: Mapping[str, str]) -> list[dict[str, Any]]:
+    """Host state no claim explains, for ``status`` and ``doctor``."""
+    return [{"vf": use.vf_address, "port_id": use.port_id,
+             "what": f"{use.describe()}, which no claim explains"}
+            for use in _unclaimed_uses(host, claims)]
 
 
 def busy_vfs(host: Any, claims: Mapping[str, str]) -> dict[str, str]:
     """VF address -> why, for VFs in use on the host without a claim (for
     :func:`~smartnic_vif.decisions.selection.select_vf`)."""
     busy: dict[str, str] = {}
-    for item in unexplained(host, claims):
-        busy.setdefault(item["vf"], item["what"].removesuffix(", which no claim explains"))
+    for use in _unclaimed_uses(host, claims):
+        busy.setdefault(use.vf_address, use.describe())
     return busy
 
 

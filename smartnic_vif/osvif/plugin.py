@@ -164,18 +164,15 @@ class SmartNICPlugin(plugin.PluginBase):
         stats is left to answer ADD_SOCK."""
         assert port.vf_address is not None
         owners = self.store.forwarder_vfs()
-        for refresh in (False, True):
+        try:
             try:
-                total = self.host.relay_slots(refresh=refresh)
-            except HostOperationError as e:
-                LOG.warning("port %s: relay limit not checked: %s", port.port_id, e)
-                return
-            try:
-                relays.check_relay_room(port.port_id, port.vf_address, total, owners)
-                return
+                relays.check_relay_room(port.port_id, port.vf_address,
+                                        self.host.relay_slots(), owners)
             except relays.RelayLimitReached:
-                if refresh:
-                    raise
+                relays.check_relay_room(port.port_id, port.vf_address,
+                                        self.host.relay_slots(refresh=True), owners)
+        except HostOperationError as e:
+            LOG.warning("port %s: relay limit not checked: %s", port.port_id, e)
 
     def plug_port(self, port: decide.PortRequest) -> None:
         assert port.vf_address is not None

@@ -934,15 +934,38 @@ def test_forwarder_not_answering(env: PluginEnv) -> None:
         shutil.rmtree(directory, ignore_errors=True)
 
 
+class SmallForwarder:
+    """A forwarder simulator of the test's own with few relay slots (a daemon
+    of another DPDK build), the plugin pointed at it for the test."""
+
+    def __init__(self, env: PluginEnv, max_relays: int = 1) -> None:
+        self.directory = short_tmpdir()
+        self.endpoints = (f"ipc://{self.directory}/pc", f"ipc://{self.directory}/stats")
+        self.sysfs_root = env.sim.dir
+        self.sim = ForwarderSimulator(*self.endpoints, sysfs_root=self.sysfs_root,
+                                      max_relays=max_relays).start()
+        env.override("forwarder_port_control_endpoint", self.sim.port_control_endpoint)
+        env.override("forwarder_stats_endpoint", self.sim.stats_endpoint)
+
+    def restart(self, max_relays: int) -> None:
+        """Restart the daemon on the same endpoints: it knows no relay."""
+        self.sim.stop()
+        self.sim = ForwarderSimulator(*self.endpoints, sysfs_root=self.sysfs_root,
+                                      max_relays=max_relays).start()
+
+    def relays(self) -> list[Any]:
+        return self.sim.relays()
+
+    def __enter__(self) -> SmallForwarder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.sim.stop()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
 def test_forwarder_plug_beyond_the_relay_limit_changes_nothing(env: PluginEnv) -> None:
-    directory = short_tmpdir()
-    small = ForwarderSimulator(
-        f"ipc://{directory}/pc", f"ipc://{directory}/stats", sysfs_root=env.sim.dir,
-        max_relays=1,
-    ).start()
-    try:
-        env.override("forwarder_port_control_endpoint", small.port_control_endpoint)
-        env.override("forwarder_stats_endpoint", small.stats_endpoint)
+    with SmallForwarder(env, max_relays=1) as small:
         first, second = env.vf(1, 10), env.vf(1, 11)
         taken = forwarder_vif(env, first)
         os_vif.plug(taken, INSTANCE)
@@ -960,9 +983,6 @@ def test_forwarder_plug_beyond_the_relay_limit_changes_nothing(env: PluginEnv) -
         finally:
             os_vif.unplug(taken, INSTANCE)
         assert small.relays() == []
-    finally:
-        small.stop()
-        shutil.rmtree(directory, ignore_errors=True)
 
 
 def test_a_plugged_forwarder_port_keeps_its_relay_slot_across_a_daemon_restart(
@@ -970,18 +990,12 @@ def test_a_plugged_forwarder_port_keeps_its_relay_slot_across_a_daemon_restart(
 ) -> None:
     # The restarted daemon has forgotten the plugged port's relay, so its slot
     # looks free; it is not: reconcile must be able to put that relay back.
-    directory = short_tmpdir()
-    endpoints = (f"ipc://{directory}/pc", f"ipc://{directory}/stats")
-    small = ForwarderSimulator(*endpoints, sysfs_root=env.sim.dir, max_relays=1).start()
-    try:
-        env.override("forwarder_port_control_endpoint", small.port_control_endpoint)
-        env.override("forwarder_stats_endpoint", small.stats_endpoint)
+    with SmallForwarder(env, max_relays=1) as small:
         first, second = env.vf(1, 10), env.vf(1, 11)
         taken = forwarder_vif(env, first)
         os_vif.plug(taken, INSTANCE)
         try:
-            small.stop()
-            small = ForwarderSimulator(*endpoints, sysfs_root=env.sim.dir, max_relays=1).start()
+            small.restart(max_relays=1)
             assert small.relays() == []
             before = env.snapshot()
             vif = forwarder_vif(env, second)
@@ -995,9 +1009,6 @@ def test_a_plugged_forwarder_port_keeps_its_relay_slot_across_a_daemon_restart(
         finally:
             os_vif.unplug(taken, INSTANCE)
         assert small.relays() == []
-    finally:
-        small.stop()
-        shutil.rmtree(directory, ignore_errors=True)
 
 
 def test_a_daemon_restarted_with_more_relay_slots_is_not_refused_by_the_count_read_before(
@@ -1005,19 +1016,13 @@ def test_a_daemon_restarted_with_more_relay_slots_is_not_refused_by_the_count_re
 ) -> None:
     # nova-compute's plugin lives as long as nova-compute: the slot count it
     # read from the old daemon must not refuse a plug the new daemon has room for.
-    directory = short_tmpdir()
-    endpoints = (f"ipc://{directory}/pc", f"ipc://{directory}/stats")
-    small = ForwarderSimulator(*endpoints, sysfs_root=env.sim.dir, max_relays=1).start()
-    try:
-        env.override("forwarder_port_control_endpoint", small.port_control_endpoint)
-        env.override("forwarder_stats_endpoint", small.stats_endpoint)
+    with SmallForwarder(env, max_relays=1) as small:
         first, second = env.vf(1, 10), env.vf(1, 11)
         taken = forwarder_vif(env, first)
         os_vif.plug(taken, INSTANCE)  # the plugin has read "1 slot"
         vif = forwarder_vif(env, second)
         try:
-            small.stop()
-            small = ForwarderSimulator(*endpoints, sysfs_root=env.sim.dir, max_relays=2).start()
+            small.restart(max_relays=2)
             os_vif.plug(vif, INSTANCE)
             assert env.store().get(vif.id) is not None
             # (the restart forgot the first port's relay: reconcile would put it back)
@@ -1026,9 +1031,6 @@ def test_a_daemon_restarted_with_more_relay_slots_is_not_refused_by_the_count_re
             os_vif.unplug(vif, INSTANCE)
             os_vif.unplug(taken, INSTANCE)
         assert small.relays() == []
-    finally:
-        small.stop()
-        shutil.rmtree(directory, ignore_errors=True)
 
 
 def test_a_claim_whose_plug_has_not_started_holds_no_relay_slot(env: PluginEnv) -> None:
@@ -1036,26 +1038,18 @@ def test_a_claim_whose_plug_has_not_started_holds_no_relay_slot(env: PluginEnv) 
     # releases it as one that never touched the host): counted as a slot, two
     # attaches racing for the last slot refused each other, and one that died
     # before its plug blocked every forwarder plug until reconcile.
-    directory = short_tmpdir()
-    small = ForwarderSimulator(
-        f"ipc://{directory}/pc", f"ipc://{directory}/stats", sysfs_root=env.sim.dir,
-        max_relays=1,
-    ).start()
     pending = new_port_id()
-    try:
-        env.override("forwarder_port_control_endpoint", small.port_control_endpoint)
-        env.override("forwarder_stats_endpoint", small.stats_endpoint)
-        env.store().claim(pending, env.vf(1, 12).address, "forwarder", {})
-        vif = forwarder_vif(env, env.vf(1, 10))
-        os_vif.plug(vif, INSTANCE)
+    with SmallForwarder(env, max_relays=1) as small:
         try:
-            assert [r.device.lower() for r in small.relays()] == [env.vf(1, 10).address]
+            env.store().claim(pending, env.vf(1, 12).address, "forwarder", {})
+            vif = forwarder_vif(env, env.vf(1, 10))
+            os_vif.plug(vif, INSTANCE)
+            try:
+                assert [r.device.lower() for r in small.relays()] == [env.vf(1, 10).address]
+            finally:
+                os_vif.unplug(vif, INSTANCE)
         finally:
-            os_vif.unplug(vif, INSTANCE)
-    finally:
-        env.store().release(pending)
-        small.stop()
-        shutil.rmtree(directory, ignore_errors=True)
+            env.store().release(pending)
 
 
 @pytest.mark.parametrize("mode", ["passthrough", "forwarder"])
