@@ -102,6 +102,7 @@ def main() -> None:
     host = SimulatedHost.create(tempfile.mkdtemp(prefix="snv-heal-", dir="/tmp"),
                                 pfs=1, vfs_per_pf=n)
     watch: subprocess.Popen[Any] | None = None
+    log_dir = tempfile.mkdtemp(prefix="snv-heal-log-")
     vifs: list[Any] = []
     inst = vif_builder.instance_info(str(uuid.uuid4()), "bench")
     try:
@@ -129,7 +130,7 @@ def main() -> None:
 
         cli = [sys.executable, "-m", "smartnic_vif.cli.main", "--config-file",
                host.config_file]
-        log_path = os.path.join(tempfile.mkdtemp(prefix="snv-heal-log-"), "watch.log")
+        log_path = os.path.join(log_dir, "watch.log")
         with open(log_path, "w") as log:
             watch = subprocess.Popen([*cli, "reconcile", "--watch"],  # noqa: S603
                                      stdout=log, stderr=subprocess.STDOUT)
@@ -189,6 +190,7 @@ def main() -> None:
         close_all()
         privileged.stop()
         host.destroy()
+        shutil.rmtree(log_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":
