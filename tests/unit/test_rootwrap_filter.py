@@ -132,3 +132,11 @@ def test_the_sample_helper_command_leaves_the_context_arguments_to_oslo_privsep(
     assert rest[::2] == ["--config-file"] * (len(rest) // 2) and len(rest) % 2 == 0
     assert all(p.startswith("/etc/") for p in rest[1::2])
 
+
+
+def test_the_user_guide_shows_the_shipped_filters_and_helper_command() -> None:
+    guide = (ROOT / "docs" / "user-guide.md").read_text()
+    shipped = [ln for ln in (FILTERS / "smartnic-vif.filters").read_text().splitlines()
+               if ln.startswith("privsep-rootwrap-")]
+    assert shipped and all(ln in guide.splitlines() for ln in shipped)
+    assert f"helper_command = {sample()[GROUP]['helper_command']}" in guide.splitlines()
