@@ -15,4 +15,7 @@ oslo_service_backend.register_backend_default_hook(
     lambda: oslo_service_backend.BackendType.THREADING
 )
 
-pytest_plugins = ["tests.fixtures.ovs", "tests.fixtures.plugin", "tests.fixtures.sim"]
+pytest_plugins = [
+    "tests.fixtures.ovs", "tests.fixtures.plugin", "tests.fixtures.remote_host",
+    "tests.fixtures.sim",
+]

@@ -356,8 +356,15 @@ def plan_unplug_unrecorded(
 
     - the relay that pairs the VF with the port's socket, and the OVS ports
       whose iface-id is the port's, are removed;
-    - the VF's MAC is cleared only while it is the port's MAC (a VF handed
-      on since, or never this port's, keeps its MAC);
+    - the VF is the port's to reset only while the port is still on it:
+      the VF is relayed to the port's socket, or its representor carries
+      one of the port's names (its OVS port's, or the name the port wished).
+      A VF that an unplug with a journal restored shows none of that, so a
+      second unplug (Nova's live migration of a direct port unplugs twice
+      on the source) changes nothing, even where the VF had the port's MAC
+      before the plug;
+    - then the VF's MAC is cleared only while it is the port's MAC (a VF
+      handed on since, or never this port's, keeps its MAC);
     - a VF on the relay driver goes back to its PF's driver only for a
       forwarder port whose relay, or MAC, is on it (a passthrough VF's
       driver is libvirt's business);
@@ -380,7 +387,10 @@ def plan_unplug_unrecorded(
         steps.append(Step(f"remove OVS port {name} (iface-id {traces.port_id})",
                           Operation("ovs_delete_port", {"port": name})))
     if vf is not None:
-        mac_is_ports = traces.mac is not None and traces.vf_mac == traces.mac
+        rep, home = traces.representor, traces.representor_home
+        port_on_vf = traces.relay_path is not None or rep in traces.port_names
+        mac_is_ports = (port_on_vf and traces.mac is not None
+                        and traces.vf_mac == traces.mac)
         if mac_is_ports:
             steps.append(Step(
                 f"clear VF {vf.index} of PF {vf.pf_address} MAC (it is the port's, {traces.mac})",
@@ -395,7 +405,6 @@ def plan_unplug_unrecorded(
                 f"give VF {vf.address} back to {traces.pf_driver}",
                 Operation("bind_driver", {"address": vf.address, "driver": traces.pf_driver}),
             ))
-        rep, home = traces.representor, traces.representor_home
         if rep and home and rep != home and rep in traces.port_names:
             steps.append(Step(
                 f"rename representor {rep} back to {home}",

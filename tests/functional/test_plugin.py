@@ -670,6 +670,38 @@ def test_plugging_twice_changes_nothing_and_unplugging_twice_succeeds(
 
 
 @pytest.mark.parametrize("mode", ["passthrough", "forwarder"])
+@pytest.mark.parametrize("mac_before", ["another", "the port's"])
+def test_a_second_unplug_leaves_a_vf_restored_by_the_first_as_it_was(
+    env: PluginEnv, mode: str, mac_before: str
+) -> None:
+    # Nova's live migration of a direct port unplugs twice on the source
+    # (detach, then post_live_migration_at_source). The first unplug restores
+    # the VF from the journal; the second has no journal and no record of
+    # changing the VF, so it must change nothing, even on a VF whose settings
+    # before the plug were not the defaults: a MAC of its own, or the port's
+    # MAC already (libvirt sets a hostdev interface's MAC on the VF itself).
+    vf = env.vf(1, 13)
+    vif = make_vif(env, mode, vf)
+    mac = vif.address if mac_before == "the port's" else "fa:16:3e:00:01:13"
+    privileged.set_vf(vf.pf_address, vf.index, {"mac": mac, "vlan": 9, "trust": True})
+    try:
+        before = env.snapshot()
+        os_vif.plug(vif, INSTANCE)
+        assert_plugged(env, vif, vf, mode)
+
+        os_vif.unplug(vif, INSTANCE)
+        assert env.snapshot() == before
+        os_vif.unplug(vif, INSTANCE)
+
+        assert env.snapshot() == before
+        assert env.vf_settings(vf.address)["mac"] == mac
+        assert notes_about(env, vf) == []
+    finally:
+        privileged.set_vf(vf.pf_address, vf.index,
+                          {"mac": "00:00:00:00:00:00", "vlan": 0, "trust": False})
+
+
+@pytest.mark.parametrize("mode", ["passthrough", "forwarder"])
 def test_unplugging_a_never_plugged_vif_succeeds_and_changes_nothing(
     env: PluginEnv, mode: str
 ) -> None:

@@ -56,8 +56,20 @@ DHCP_PORT = {
 }
 
 
+def binding_profile(vf: VirtualFunction) -> dict[str, Any]:
+    """The binding:profile Nova writes for a port whose PCI claim is ``vf``."""
+    return {
+        "pci_vendor_info": f"{vf.vendor_id}:{vf.product_id}",
+        "pci_slot": vf.address,
+        "physical_network": None,
+        "capabilities": ["switchdev"],
+        "vf_num": vf.index,
+    }
+
+
 def neutron_port(vf: VirtualFunction, vif_type: str, vnic_type: str,
-                 details: dict[str, Any], instance_uuid: str) -> dict[str, Any]:
+                 details: dict[str, Any], instance_uuid: str,
+                 host: str = "compute-1") -> dict[str, Any]:
     """A bound port as Neutron returns it after Nova wrote the PCI claim into
     binding:profile."""
     n = next(_macs)
@@ -71,17 +83,11 @@ def neutron_port(vf: VirtualFunction, vif_type: str, vnic_type: str,
         "device_id": instance_uuid,
         "device_owner": "compute:nova",
         "fixed_ips": [{"subnet_id": SUBNET_ID, "ip_address": f"10.0.0.{10 + n % 200}"}],
-        "binding:host_id": "compute-1",
+        "binding:host_id": host,
         "binding:vnic_type": vnic_type,
         "binding:vif_type": vif_type,
         "binding:vif_details": details,
-        "binding:profile": {
-            "pci_vendor_info": f"{vf.vendor_id}:{vf.product_id}",
-            "pci_slot": vf.address,
-            "physical_network": None,
-            "capabilities": ["switchdev"],
-            "vf_num": vf.index,
-        },
+        "binding:profile": binding_profile(vf),
     }
 
 
