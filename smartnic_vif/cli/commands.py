@@ -30,6 +30,9 @@ def register(sub: Any) -> None:
     c.add_argument("--driver", default="nfp", choices=["nfp", "mlx5_core"])
     c.add_argument("--max-relays", type=int, default=32,
                    help="the forwarder's relay slots (default 32, as Debian's DPDK build)")
+    c.add_argument("--no-hw-offload", dest="hw_offload", action="store_false",
+                   help="leave OVS other_config:hw-offload unset (ovs-vswitchd then adds no "
+                   "tc qdisc to its ports)")
     c.add_argument("--json", action="store_true")
     c.set_defaults(handler=cmd_sim_create)
     d = simsub.add_parser("destroy", help="stop and remove the simulated host in DIR")
@@ -59,9 +62,9 @@ def register(sub: Any) -> None:
     o.add_argument("--eswitch", dest="parts", action="append_const", const="eswitch",
                    help="the PFs' devlink eswitch mode (switchdev, or legacy)")
     o.add_argument("--vf", action="append", metavar="ADDRESS",
-                   help="with --representors: only this VF's representor (repeatable)")
+                   help="only this VF's representor (repeatable; implies --representors)")
     o.add_argument("--pf", action="append", metavar="ADDRESS",
-                   help="with --eswitch: only this PF (repeatable)")
+                   help="only this PF (repeatable; implies --eswitch)")
     o.set_defaults(handler=cmd_sim_set_offload)
 
     from smartnic_vif.cli import demo, health, ports
@@ -168,6 +171,7 @@ def cmd_sim_create(args: argparse.Namespace) -> int:
         host = SimulatedHost.create(
             args.dir, pfs=args.pfs, vfs_per_pf=args.vfs_per_pf, legacy_pfs=args.legacy_pfs,
             port_name_form=args.port_name_form, driver=args.driver, max_relays=args.max_relays,
+            hw_offload=args.hw_offload,
         )
     except SimulatorValueError as e:
         progress.done()
@@ -233,10 +237,12 @@ def cmd_sim_set_offload(args: argparse.Namespace) -> int:
     from smartnic_vif.sim.host import OFFLOAD_PARTS, SimulatorError, SimulatorValueError
 
     host = _load_sim(args.dir)
-    parts = args.parts or list(OFFLOAD_PARTS)
-    for option, part in (("--vf", "representors"), ("--pf", "eswitch")):
-        if getattr(args, option[2:]) and part not in parts:
-            raise UsageError(f"{option} needs --{part} (or no part option, for all)")
+    # --vf and --pf name their part; no part at all means every part.
+    parts = args.parts or [part for option, part in (("vf", "representors"), ("pf", "eswitch"))
+                           if getattr(args, option)] or list(OFFLOAD_PARTS)
+    for option, part in (("vf", "representors"), ("pf", "eswitch")):
+        if getattr(args, option) and part not in parts:
+            raise UsageError(f"--{option} is for --{part}, which is not given")
     try:
         host.set_offload(args.on, parts, vfs=args.vf, pfs=args.pf)
     except SimulatorValueError as e:

@@ -336,6 +336,7 @@ class SimulatedHost:
         with_ovs: bool = True,
         with_forwarder: bool = True,
         max_relays: int = DEFAULT_MAX_RELAYS,
+        hw_offload: bool = True,
     ) -> SimulatedHost:
         if port_name_form not in PORT_NAME_FORMS:
             raise SimulatorValueError("port_name_form", port_name_form,
@@ -383,7 +384,7 @@ class SimulatedHost:
             json.dump(asdict(layout), f, indent=1)
         host = cls(layout)
         try:
-            host._build(with_ovs, with_forwarder)
+            host._build(with_ovs, with_forwarder, hw_offload)
         except BaseException:
             host.destroy()
             raise
@@ -399,7 +400,7 @@ class SimulatedHost:
             raise SimulatorError(f"no simulated host in {dir} ({path} missing)") from None
         return cls(SimLayout(**data))
 
-    def _build(self, with_ovs: bool, with_forwarder: bool) -> None:
+    def _build(self, with_ovs: bool, with_forwarder: bool, hw_offload: bool = True) -> None:
         lay = self.layout
         specs = lay.pf_specs()
         tree = SysfsTree(lay.dir)
@@ -416,8 +417,11 @@ class SimulatedHost:
 
             ovs = PrivateOVS(lay.ovs_dir)
             ovs.start()
-            # A SmartNIC host is set up to offload (tc-policy stays "none").
-            ovs.vsctl("set", "Open_vSwitch", ".", "other_config:hw-offload=true")
+            if hw_offload:
+                # A SmartNIC host is set up to offload (tc-policy stays
+                # "none"). ovs-vswitchd then gives each port a tc ingress
+                # qdisc, which makes unplugs slower.
+                ovs.vsctl("set", "Open_vSwitch", ".", "other_config:hw-offload=true")
         if with_forwarder:
             self._start_forwarder()
         self._write_config()
