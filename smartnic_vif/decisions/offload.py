@@ -35,6 +35,10 @@ class Check:
     fix: str  # what to do when the check fails ("" when it passes)
 
 
+def _check(name: str, ok: bool, detail: str, fix: str) -> Check:
+    return Check(name, ok, detail, "" if ok else fix)
+
+
 @dataclass(frozen=True)
 class PluggedRepresentor:
     """A VF representor that is a port on OVS, and what was read of it:
@@ -53,7 +57,7 @@ class PluggedRepresentor:
 def judge_ovs_offload(other_config: Mapping[str, str]) -> list[Check]:
     """``hw-offload`` and ``tc-policy`` from OVSDB's Open_vSwitch other_config."""
     hw = other_config.get("hw-offload")
-    checks = [Check(
+    checks = [_check(
         "hw_offload", hw == "true",
         "OVS other_config:hw-offload=true" if hw == "true"
         else f"OVS other_config:hw-offload={hw} (offload off)" if hw is not None
@@ -62,12 +66,12 @@ def judge_ovs_offload(other_config: Mapping[str, str]) -> list[Check]:
     policy = other_config.get("tc-policy")
     shown = policy if policy is not None else "none (not set)"
     if policy is not None and policy not in TC_POLICIES:
-        checks.append(Check("tc_policy", False,
+        checks.append(_check("tc_policy", False,
                             f"OVS other_config:tc-policy={policy} is not one of "
                             f"{', '.join(TC_POLICIES)}",
                             "ovs-vsctl remove Open_vSwitch . other_config tc-policy, " + _RESTART))
     else:
-        checks.append(Check("tc_policy", policy != "skip_hw",
+        checks.append(_check("tc_policy", policy != "skip_hw",
                             f"OVS tc-policy {shown}: {_TC_POLICY_MEANS[policy or 'none']}",
                             "ovs-vsctl set Open_vSwitch . other_config:tc-policy=none, "
                             + _RESTART))
@@ -77,10 +81,10 @@ def judge_ovs_offload(other_config: Mapping[str, str]) -> list[Check]:
 def judge_representors(plugged: Sequence[PluggedRepresentor]) -> Check:
     """``hw-tc-offload`` on every representor plugged on OVS."""
     if not plugged:
-        return Check("hw_tc_offload", True, "no VF representor is plugged on OVS", "")
+        return _check("hw_tc_offload", True, "no VF representor is plugged on OVS", "")
     bad = [r for r in plugged if r.hw_tc_offload != "on"]
     if not bad:
-        return Check("hw_tc_offload", True,
+        return _check("hw_tc_offload", True,
                      f"hw-tc-offload on for the {len(plugged)} representors plugged on OVS", "")
     details, fixes = [], []
     for r in bad:
@@ -95,7 +99,7 @@ def judge_representors(plugged: Sequence[PluggedRepresentor]) -> Check:
         else:
             details.append(f"{what}: hw-tc-offload {r.hw_tc_offload}")
             fixes.append(f"ethtool -K {r.ovs_port} hw-tc-offload on")
-    return Check("hw_tc_offload", False,
+    return _check("hw_tc_offload", False,
                  f"{len(bad)}/{len(plugged)} representors plugged on OVS do not offload: "
                  + "; ".join(details), "; ".join(dict.fromkeys(fixes)))
 
@@ -104,18 +108,18 @@ def judge_eswitch(modes: Mapping[str, str | None], errors: Mapping[str, str]) ->
     """The devlink eswitch mode of each PF that has representors
     (``modes``: PF -> mode, or None when ``errors`` says why it is unknown)."""
     if not modes:
-        return Check("eswitch_mode", True, "no PF has representors", "")
+        return _check("eswitch_mode", True, "no PF has representors", "")
     shown = ", ".join(f"{pf} {mode}" if mode is not None else f"{pf} unknown ({errors[pf]})"
                       for pf, mode in sorted(modes.items()))
     bad = sorted(pf for pf, mode in modes.items() if mode != "switchdev")
     if not bad:
-        return Check("eswitch_mode", True, f"devlink eswitch mode: {shown}", "")
+        return _check("eswitch_mode", True, f"devlink eswitch mode: {shown}", "")
     fixes = [f"devlink dev eswitch set pci/{pf} mode switchdev" for pf in bad
              if modes[pf] is not None]
     unreadable = [pf for pf in bad if modes[pf] is None]
     if unreadable:
         fixes.append(f"check devlink dev eswitch show pci/{unreadable[0]} as root")
-    return Check("eswitch_mode", False,
+    return _check("eswitch_mode", False,
                  f"devlink eswitch mode: {shown}; offload needs switchdev",
                  "; ".join(fixes))
 
