@@ -368,17 +368,25 @@ class SimulatedOffload(LinuxOffload):
     def __init__(self, root: str) -> None:
         super().__init__()
         self.root = root
+        self._state: dict[str, Any] | None = None
+
+    @property
+    def state(self) -> dict[str, Any]:
+        """``offload.json``, read once per reader (one doctor run)."""
+        if self._state is None:
+            self._state = sim_offload_state(self.root)
+        return self._state
 
     def hw_tc_offload(self, ifname: str, vf_address: str) -> FeatureState:
         self.features(ifname)
-        on = sim_offload_state(self.root).get("hw_tc_offload", {}).get(vf_address)
+        on = self.state.get("hw_tc_offload", {}).get(vf_address)
         if on is None:
             raise OffloadReadError(f"{ifname}: the simulated host has no representor for "
                                    f"VF {vf_address}")
         return FeatureState(active=bool(on), fixed=False, requested=bool(on))
 
     def eswitch_mode(self, pf_address: str) -> str:
-        mode = sim_offload_state(self.root).get("eswitch_mode", {}).get(pf_address)
+        mode = self.state.get("eswitch_mode", {}).get(pf_address)
         if mode is None:
             raise OffloadReadError(f"devlink pci/{pf_address}: no devlink device",
                                    errno.ENODEV)
