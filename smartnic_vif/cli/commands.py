@@ -16,8 +16,8 @@ def register(sub: Any) -> None:
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(handler=cmd_inventory)
 
-    p = sub.add_parser("sim", help="create, restart-forwarder, reboot or destroy a simulated "
-                       "SmartNIC host")
+    p = sub.add_parser("sim", help="create, restart-forwarder, reboot, set-offload or "
+                       "destroy a simulated SmartNIC host")
     simsub = p.add_subparsers(dest="sim_command", required=True, metavar="ACTION")
     c = simsub.add_parser("create", help="build a simulated host in DIR")
     c.add_argument("--dir", required=True)
@@ -30,6 +30,9 @@ def register(sub: Any) -> None:
     c.add_argument("--driver", default="nfp", choices=["nfp", "mlx5_core"])
     c.add_argument("--max-relays", type=int, default=32,
                    help="the forwarder's relay slots (default 32, as Debian's DPDK build)")
+    c.add_argument("--no-hw-offload", dest="hw_offload", action="store_false",
+                   help="leave OVS other_config:hw-offload unset (ovs-vswitchd then adds no "
+                   "tc qdisc to its ports)")
     c.add_argument("--json", action="store_true")
     c.set_defaults(handler=cmd_sim_create)
     d = simsub.add_parser("destroy", help="stop and remove the simulated host in DIR")
@@ -45,6 +48,24 @@ def register(sub: Any) -> None:
     b = simsub.add_parser("reboot", help="do to the simulated host in DIR what a reboot does")
     b.add_argument("--dir", required=True)
     b.set_defaults(handler=cmd_sim_reboot)
+    o = simsub.add_parser(
+        "set-offload", help="turn offload on or off on the simulated host in DIR (OVS "
+        "hw-offload, representors' hw-tc-offload, PFs' eswitch mode), for doctor")
+    o.add_argument("--dir", required=True)
+    state = o.add_mutually_exclusive_group(required=True)
+    state.add_argument("--on", dest="on", action="store_true")
+    state.add_argument("--off", dest="on", action="store_false")
+    o.add_argument("--ovs", dest="parts", action="append_const", const="ovs",
+                   help="OVS other_config:hw-offload (set to true, or removed)")
+    o.add_argument("--representors", dest="parts", action="append_const",
+                   const="representors", help="the representors' hw-tc-offload")
+    o.add_argument("--eswitch", dest="parts", action="append_const", const="eswitch",
+                   help="the PFs' devlink eswitch mode (switchdev, or legacy)")
+    o.add_argument("--vf", action="append", metavar="ADDRESS",
+                   help="only this VF's representor (repeatable; implies --representors)")
+    o.add_argument("--pf", action="append", metavar="ADDRESS",
+                   help="only this PF (repeatable; implies --eswitch)")
+    o.set_defaults(handler=cmd_sim_set_offload)
 
     from smartnic_vif.cli import demo, health, ports
 
@@ -150,6 +171,7 @@ def cmd_sim_create(args: argparse.Namespace) -> int:
         host = SimulatedHost.create(
             args.dir, pfs=args.pfs, vfs_per_pf=args.vfs_per_pf, legacy_pfs=args.legacy_pfs,
             port_name_form=args.port_name_form, driver=args.driver, max_relays=args.max_relays,
+            hw_offload=args.hw_offload,
         )
     except SimulatorValueError as e:
         progress.done()
@@ -208,4 +230,25 @@ def cmd_sim_reboot(args: argparse.Namespace) -> int:
     host.reboot()
     progress.done()
     print(f"simulated host in {host.dir} rebooted")
+    return EXIT_OK
+
+
+def cmd_sim_set_offload(args: argparse.Namespace) -> int:
+    from smartnic_vif.sim.host import OFFLOAD_PARTS, SimulatorError, SimulatorValueError
+
+    host = _load_sim(args.dir)
+    # --vf and --pf name their part; no part at all means every part.
+    parts = args.parts or [part for option, part in (("vf", "representors"), ("pf", "eswitch"))
+                           if getattr(args, option)] or list(OFFLOAD_PARTS)
+    for option, part in (("vf", "representors"), ("pf", "eswitch")):
+        if getattr(args, option) and part not in parts:
+            raise UsageError(f"--{option} is for --{part}, which is not given")
+    try:
+        host.set_offload(args.on, parts, vfs=args.vf, pfs=args.pf)
+    except SimulatorValueError as e:
+        raise UsageError(f"--{e.parameter} {e.value}: {e.reason}") from e
+    except SimulatorError as e:
+        raise UsageError(str(e)) from e
+    print(f"offload {'on' if args.on else 'off'} ({', '.join(parts)}) on the simulated host "
+          f"in {host.dir}")
     return EXIT_OK

@@ -268,6 +268,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
               f"set sysfs_root (now {group.sysfs_root}) in [os_vif_smartnic]")
     from smartnic_vif.host.ovsdb import OvsdbClient
 
+    client = None
     try:
         client = OvsdbClient(group.ovsdb_connection, min(group.ovsdb_timeout, 5))
         dp = client.bridge_datapath_type(group.integration_bridge)
@@ -294,6 +295,8 @@ def cmd_doctor(args: argparse.Namespace) -> int:
               "(only needed for virtio-forwarder ports)")
     if any(c["check"] == "ovsdb" and c["ok"] for c in checks):
         _check_unexplained(group, check)
+    if inventory is not None:
+        _check_offload(group, inventory, client if _passed(checks, "ovsdb") else None, check)
     specs_text = list(group.pci_device_spec or [])
     if inventory is not None and specs_text:
         from smartnic_vif.decisions.devspec import parse_device_specs
@@ -349,3 +352,24 @@ def _check_unexplained(group: Any, check: Any) -> None:
         check("unexplained", False, str(e), fix)
     finally:
         host.close()
+
+
+def _passed(checks: list[dict[str, Any]], name: str) -> bool:
+    return any(c["check"] == name and c["ok"] for c in checks)
+
+
+def _check_offload(group: Any, inventory: Any, ovsdb: Any, check: Any) -> None:
+    """doctor: is offload happening? OVS's hw-offload and tc-policy, each
+    plugged representor's hw-tc-offload, the eswitch mode of PFs with
+    representors (:mod:`smartnic_vif.decisions.offload`)."""
+    from smartnic_vif.decisions.offload import judge_offload
+    from smartnic_vif.host.offload import read_offload_facts
+
+    try:
+        facts = read_offload_facts(group, inventory, ovsdb)
+    except Exception as e:
+        check("offload", False, f"could not read the offload state: {e}",
+              "see the error; the other checks say more")
+        return
+    for c in judge_offload(facts.other_config, facts.plugged, facts.modes, facts.errors):
+        check(c.name, c.ok, c.detail, c.fix)

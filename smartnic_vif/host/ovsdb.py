@@ -807,6 +807,17 @@ class OvsdbClient:
         seqno = int(session.get_seqno()) if session is not None else 0
         return seqno, shared.ready()
 
+    def other_config(self) -> dict[str, str]:
+        """The Open_vSwitch row's other_config (hw-offload, tc-policy, ...)."""
+        with self._reading("read Open_vSwitch other_config") as api:
+            rows = list(api.tables["Open_vSwitch"].rows.values())
+            return dict(rows[0].other_config) if rows else {}
+
+    def port_names(self) -> list[str]:
+        """Names of every port on every bridge, sorted."""
+        with self._reading("list every port") as api:
+            return sorted(str(p.name) for p in api.tables["Port"].rows.values())
+
     def list_ports(self, bridge: str) -> list[str]:
         """Names of the ports of ``bridge``, without its local port, sorted."""
         bridge = ifname(bridge, "bridge")

@@ -24,13 +24,14 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from pyroute2 import IPRoute, netns
 
 from smartnic_vif.host.kernel import SIM_STATE_DIR, SimulatedKernel
+from smartnic_vif.host.offload import SIM_OFFLOAD_FILE, sim_offload_state
 from smartnic_vif.sim.forwarder import DEFAULT_MAX_RELAYS, MAX_RELAYS_LIMIT
 from smartnic_vif.sim.forwarder import read_state as forwarder_state
 from smartnic_vif.sim.sysfs_tree import (
@@ -48,6 +49,8 @@ CONFIG = "smartnic-vif.conf"
 # What create makes in its directory (the manifest last: destroy removes it
 # only once the rest is gone). Destroy removes these and nothing else.
 MADE_ENTRIES = ("sys", SIM_STATE_DIR, "ovs", "forwarder", "state", "vhost", CONFIG, MANIFEST)
+# What ``set_offload`` turns on or off.
+OFFLOAD_PARTS = ("ovs", "representors", "eswitch")
 IP = shutil.which("ip") or "/usr/sbin/ip"
 NSENTER = shutil.which("nsenter") or "/usr/bin/nsenter"
 
@@ -333,6 +336,7 @@ class SimulatedHost:
         with_ovs: bool = True,
         with_forwarder: bool = True,
         max_relays: int = DEFAULT_MAX_RELAYS,
+        hw_offload: bool = True,
     ) -> SimulatedHost:
         if port_name_form not in PORT_NAME_FORMS:
             raise SimulatorValueError("port_name_form", port_name_form,
@@ -380,7 +384,7 @@ class SimulatedHost:
             json.dump(asdict(layout), f, indent=1)
         host = cls(layout)
         try:
-            host._build(with_ovs, with_forwarder)
+            host._build(with_ovs, with_forwarder, hw_offload)
         except BaseException:
             host.destroy()
             raise
@@ -396,7 +400,7 @@ class SimulatedHost:
             raise SimulatorError(f"no simulated host in {dir} ({path} missing)") from None
         return cls(SimLayout(**data))
 
-    def _build(self, with_ovs: bool, with_forwarder: bool) -> None:
+    def _build(self, with_ovs: bool, with_forwarder: bool, hw_offload: bool = True) -> None:
         lay = self.layout
         specs = lay.pf_specs()
         tree = SysfsTree(lay.dir)
@@ -406,11 +410,18 @@ class SimulatedHost:
         for d in (lay.state_path, lay.vhost_dir, lay.forwarder_dir):
             os.makedirs(d, exist_ok=True)
         self._write_kernel_state(specs)
+        self._write_offload_state(specs)
         self._make_netdevs(specs)
         if with_ovs:
             from smartnic_vif.sim.ovs import PrivateOVS
 
-            PrivateOVS(lay.ovs_dir).start()
+            ovs = PrivateOVS(lay.ovs_dir)
+            ovs.start()
+            if hw_offload:
+                # A SmartNIC host is set up to offload (tc-policy stays
+                # "none"). ovs-vswitchd then gives each port a tc ingress
+                # qdisc, which makes unplugs slower.
+                ovs.vsctl("set", "Open_vSwitch", ".", "other_config:hw-offload=true")
         if with_forwarder:
             self._start_forwarder()
         self._write_config()
@@ -422,6 +433,67 @@ class SimulatedHost:
             for vf in pf.vfs:
                 with open(os.path.join(state_dir, vf.address + ".json"), "w") as f:
                     json.dump(self._initial_vf_state(p, pf, vf), f, sort_keys=True)
+
+    def _write_offload_state(self, specs: list[PfSpec]) -> None:
+        """What a SmartNIC host set up for offload reports: devlink puts its
+        switchdev PFs in switchdev mode (legacy ones in legacy) and every
+        representor has hw-tc-offload on (``offload.json``, read by
+        :class:`~smartnic_vif.host.offload.SimulatedOffload`)."""
+        self._save_offload_state({
+            "eswitch_mode": {pf.address: "switchdev" if pf.switchdev else "legacy"
+                             for pf in specs},
+            "hw_tc_offload": {vf.address: True for pf in specs if pf.switchdev
+                              for vf in pf.vfs},
+        })
+
+    def _save_offload_state(self, state: dict[str, Any]) -> None:
+        path = os.path.join(self.layout.dir, SIM_OFFLOAD_FILE)
+        with open(path + ".tmp", "w") as f:
+            json.dump(state, f, sort_keys=True)
+        os.replace(path + ".tmp", path)
+
+    def offload_state(self) -> dict[str, Any]:
+        """The simulated offload state: ``eswitch_mode`` per PF,
+        ``hw_tc_offload`` per VF's representor."""
+        return sim_offload_state(self.layout.dir)
+
+    def set_offload(self, on: bool, parts: Sequence[str] = OFFLOAD_PARTS,
+                    vfs: Sequence[str] | None = None, pfs: Sequence[str] | None = None) -> None:
+        """Turn offload on or off, as an operator could on a real host:
+        ``ovs`` sets (or removes) OVS's other_config:hw-offload, ``representors``
+        the representors' hw-tc-offload (of ``vfs``, or all), ``eswitch`` the
+        eswitch mode of PFs ``pfs`` (or all switchdev PFs) to switchdev or
+        legacy. The representors stay, so doctor can see the mismatch."""
+        for part in parts:
+            if part not in OFFLOAD_PARTS:
+                raise SimulatorValueError("parts", part, f"expected one of {OFFLOAD_PARTS}")
+        specs = self.layout.pf_specs()
+        known_vfs = [vf.address for pf in specs if pf.switchdev for vf in pf.vfs]
+        known_pfs = [pf.address for pf in specs if pf.switchdev]
+        for parameter, given, known in (("vf", vfs, known_vfs), ("pf", pfs, known_pfs)):
+            for address in given or []:
+                if address not in known:
+                    raise SimulatorValueError(parameter, address,
+                                              f"not a switchdev {parameter.upper()} of the "
+                                              f"simulated host in {self.dir}")
+        if "ovs" in parts:
+            from smartnic_vif.sim.ovs import PrivateOVS
+
+            ovs = PrivateOVS(self.layout.ovs_dir)
+            if not ovs.is_running():
+                raise SimulatorError(f"the simulated host in {self.dir} has no running OVS")
+            if on:
+                ovs.vsctl("set", "Open_vSwitch", ".", "other_config:hw-offload=true")
+            else:
+                ovs.vsctl("remove", "Open_vSwitch", ".", "other_config", "hw-offload")
+        state = self.offload_state()
+        if "representors" in parts:
+            for address in vfs if vfs is not None else known_vfs:
+                state["hw_tc_offload"][address] = on
+        if "eswitch" in parts:
+            for address in pfs if pfs is not None else known_pfs:
+                state["eswitch_mode"][address] = "switchdev" if on else "legacy"
+        self._save_offload_state(state)
 
     def _initial_vf_state(self, p: int, pf: PfSpec, vf: VfSpec) -> dict[str, Any]:
         """A VF's simulated kernel state as the driver's probe leaves it (at

@@ -809,7 +809,7 @@ def test_detach_after_the_state_database_was_lost_removes_what_the_port_left(
 
 # -- doctor / reconcile --------------------------------------------------------------------
 CHECKS = ["sysfs", "switchdev", "representors", "ovsdb", "bridge", "forwarder", "unexplained",
-          "device_spec"]
+          "hw_offload", "tc_policy", "hw_tc_offload", "eswitch_mode", "device_spec"]
 
 
 def test_doctor(sim: Sim, tmp_path: Any) -> None:
