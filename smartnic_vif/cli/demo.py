@@ -443,7 +443,8 @@ class Ping(NamedTuple):
     sent: int
     lost: int
     gap: float  # seconds between the last reply before the move and the first after it
-    after_move: int  # replies received after the move
+    before_move: int  # replies received before the move
+    after_move: int  # and after it
 
 
 def _start_ping(ns: str, target: str) -> subprocess.Popen[str]:
@@ -471,6 +472,7 @@ def _stop_ping(proc: subprocess.Popen[str], moved_at: float) -> Ping:
         sent=int(sent[1]) if sent else 0,
         lost=(max(seqs) - len(seqs)) if seqs else 0,
         gap=after[0] - before[-1] if before and after else float("inf"),
+        before_move=len(before),
         after_move=len(after),
     )
 
@@ -559,10 +561,12 @@ def _migrate(host: Any, second: list[Any], plugin: Any, attached: list[Attached]
           f"({target}) every {PING_INTERVAL * 1000:.0f} ms from now on")
     moved_at = time.time()
     try:
+        # The pauses (0.3 s, 0.2 s, 0.5 s) give the ping replies on either
+        # side of each step, so a step that cut it off would show.
         time.sleep(0.3)
         # Nova's order: pre_live_migration plugs the destination VIF (its VF
         # is the destination's pci_slot) while the source is still plugged.
-        vf = destination.attach(fwd.port, instance.uuid, 1450)
+        vf = destination.attach(fwd.port, instance.uuid, fwd.vif.network.mtu)
         dst_ns, dst_if = other.vf_namespace(vf), other.vf_netdev(vf)
         print(f"  destination plug (pre_live_migration): VF {vf} on host 2, relay "
               f"{other.relays()[0].get('vhost_path', '') if other.relays() else '(none)'}")
@@ -590,7 +594,8 @@ def _migrate(host: Any, second: list[Any], plugin: Any, attached: list[Attached]
     print(f"  migration downtime: lost {result.lost} of {result.sent} pings "
           f"({PING_INTERVAL * 1000:.0f} ms apart), no reply for {result.gap * 1000:.0f} ms "
           "across the move")
-    _check(result.after_move > 0, "the forwarder VM answers from host 2 after the move")
+    _check(result.before_move > 0 and result.after_move > 0,
+           "the forwarder VM answered on host 1 before the move and from host 2 after it")
     _check_restored(host, fwd.vf.address, fwd.before, " (host 1, the source)")
     _check(not plugin.host.ovsdb.find_ports_by_iface_id(fwd.port["id"]),
            "the port's OVS port left host 1")

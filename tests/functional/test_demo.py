@@ -87,7 +87,7 @@ def test_demo_passes_and_leaves_nothing_behind() -> None:
     # The live migration: destination plug, move, source unplug; the ping
     # that ran across it says what it lost; then both hosts are clean.
     for what in ("destination plug: 'smartnic-vif attach' on host 2",
-                 "the forwarder VM answers from host 2 after the move",
+                 "the forwarder VM answered on host 1 before the move and from host 2 after it",
                  "the port's OVS port left host 1",
                  "host 2's status: no claim, no drift, no unexplained OVS port or relay",
                  "no virtio-forwarder relay left (host 2)",
