@@ -202,6 +202,14 @@ class SimLayout:
     # The forwarder's relay slots (the daemon's MAX_RELAYS follows its DPDK
     # build: 32 with Debian's). A manifest from before it has the default.
     max_relays: int = DEFAULT_MAX_RELAYS
+    # Whether the host has a network namespace of its own (``host_netns``)
+    # for its representors, uplinks and OVS, instead of its creator's.
+    own_netns: bool = False
+
+    @property
+    def host_netns(self) -> str | None:
+        """The host's own network namespace (its "root namespace"), if it has one."""
+        return f"sn{self.sim_id}-host" if self.own_netns else None
 
     @property
     def sysfs_root(self) -> str:
@@ -314,6 +322,8 @@ class SimLayout:
         for p, pf in enumerate(self.pf_specs()):
             if pf.switchdev:
                 names += [self.vf_netns(p, vf.index) for vf in pf.vfs]
+        if self.host_netns:
+            names.append(self.host_netns)  # last: destroy deletes it after the rest
         return names
 
 
@@ -337,7 +347,13 @@ class SimulatedHost:
         with_forwarder: bool = True,
         max_relays: int = DEFAULT_MAX_RELAYS,
         hw_offload: bool = True,
+        own_netns: bool = False,
     ) -> SimulatedHost:
+        """Build a host in ``dir``. With ``own_netns`` the host gets a network
+        namespace of its own, ``sn<id>-host``, made first and deleted by
+        :meth:`destroy`: its representors, uplinks and OVS live there instead
+        of in the caller's namespace, so several hosts with OVS can run side by
+        side (see :meth:`inside`)."""
         if port_name_form not in PORT_NAME_FORMS:
             raise SimulatorValueError("port_name_form", port_name_form,
                                       f"expected one of {PORT_NAME_FORMS}")
@@ -350,7 +366,7 @@ class SimulatedHost:
             if not low <= value <= high:
                 raise SimulatorValueError(parameter, value, f"expected {low}-{high}")
         dir = os.path.abspath(dir)
-        if with_ovs and _link_exists("ovs-netdev"):
+        if with_ovs and not own_netns and _link_exists("ovs-netdev"):
             # The userspace datapath's tap has a fixed name: a second
             # userspace OVS in this namespace cannot open its datapath.
             raise SimulatorError(
@@ -379,12 +395,18 @@ class SimulatedHost:
             port_name_form=port_name_form,
             driver=driver,
             max_relays=max_relays,
+            own_netns=own_netns,
         )
         with open(os.path.join(dir, MANIFEST), "w") as f:
             json.dump(asdict(layout), f, indent=1)
         host = cls(layout)
         try:
-            host._build(with_ovs, with_forwarder, hw_offload)
+            if layout.host_netns:
+                _ip_batch([f"netns add {layout.host_netns}"])
+            with host.inside():
+                if layout.host_netns:
+                    _ip_batch(["link set lo up"])
+                host._build(with_ovs, with_forwarder, hw_offload)
         except BaseException:
             host.destroy()
             raise
@@ -631,9 +653,8 @@ class SimulatedHost:
         starts with no relay. What is on disk (the claims, OVSDB) survives.
         Services start again only if the host has them (``with_ovs``,
         ``with_forwarder`` at create). Run it in the network namespace the
-        host was created in."""
-        from smartnic_vif.sim.ovs import PrivateOVS
-
+        host was created in (a host with its own namespace is rebooted
+        there)."""
         lay = self.layout
         missing = sorted(set(lay.namespaces()) - set(self.existing_namespaces()))
         if missing:
@@ -641,7 +662,13 @@ class SimulatedHost:
                 f"cannot reboot the simulated host in {lay.dir}: namespace "
                 f"{', '.join(missing)} is missing (destroy the host and create it again)"
             )
-        specs = lay.pf_specs()
+        with self.inside():
+            self._reboot(lay.pf_specs())
+
+    def _reboot(self, specs: list[PfSpec]) -> None:
+        from smartnic_vif.sim.ovs import PrivateOVS
+
+        lay = self.layout
         ovs = PrivateOVS(lay.ovs_dir)
         has_ovs = os.path.exists(ovs.db_path)
         # The forwarder writes its relay table as soon as it listens.
@@ -722,9 +749,44 @@ class SimulatedHost:
             return []
         return list(data.get("relays", data) if isinstance(data, dict) else data)
 
+    @contextlib.contextmanager
+    def inside(self) -> Iterator[None]:
+        """Run the calling thread (and the processes it starts) in the host's
+        own network namespace, if it has one, and back afterwards; for a host
+        without one, nothing changes. Other threads stay where they are: a
+        privileged helper forked meanwhile acts in the host's namespace."""
+        name = self.layout.host_netns
+        if name is None:
+            yield
+            return
+        try:
+            target = os.open(os.path.join(NETNS_DIRS[1], name), os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise SimulatorError(
+                f"the network namespace {name} of the simulated host in {self.dir} "
+                "is missing (destroy the host and create it again)") from None
+        own = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            netns.setns(target, flags=0)
+            try:
+                yield
+            finally:
+                netns.setns(own, flags=0)
+        finally:
+            os.close(own)
+            os.close(target)
+
+    def _has_own_netns_gone(self) -> bool:
+        name = self.layout.host_netns
+        return name is not None and not os.path.exists(os.path.join(NETNS_DIRS[1], name))
+
     def existing_links(self) -> list[str]:
+        """This host's links still present (in its own namespace, if it has
+        one: none once that is gone)."""
+        if self._has_own_netns_gone():
+            return []
         wanted = set(self.layout.links())
-        with IPRoute() as ipr:
+        with self.inside(), IPRoute() as ipr:
             return sorted(
                 name
                 for msg in ipr.get_links()
@@ -770,8 +832,10 @@ class SimulatedHost:
         cmds += [f"netns del {ns}" for ns in self.existing_namespaces()]
         left: list[str] = []
         try:
-            # -force: one failing line must not skip the rest.
-            _ip_batch(cmds, force=True)
+            # -force: one failing line must not skip the rest. The links are
+            # in the host's own namespace, if it has one (deleted last).
+            with contextlib.nullcontext() if self._has_own_netns_gone() else self.inside():
+                _ip_batch(cmds, force=True)
         except SimulatorError as e:
             # A link may go by itself meanwhile (a deleted namespace takes
             # its veth peers along, asynchronously): only what is still

@@ -512,3 +512,47 @@ def test_host_made_in_one_ip_netns_exec_serves_the_next() -> None:
         shutil.rmtree(target, ignore_errors=True)
     assert destroyed is not None and destroyed.returncode == 0, explain(destroyed)
     assert namespaces_with_prefix(f"sn{host.layout.sim_id}") == []
+
+
+def test_hosts_in_namespaces_of_their_own_run_side_by_side() -> None:
+    """own_netns: two hosts with userspace OVS at once, made from one
+    namespace (which holds neither's links nor OVS taps); each host's
+    representors and OVS are in its own ``sn<id>-host``, a CLI command run
+    there serves it, and destroy takes the namespace away with the rest."""
+    hosts: list[SimulatedHost] = []
+    try:
+        with isolated_netns():
+            for _ in range(2):
+                hosts.append(create_host(pfs=1, vfs_per_pf=2, with_ovs=True, own_netns=True))
+            first, second = hosts
+            pids = []
+            for host in hosts:
+                # A userspace bridge makes each OVS open its datapath's
+                # ovs-netdev tap: one per namespace.
+                with OvsdbClient(host.layout.ovsdb_connection, 10) as client:
+                    client.ensure_bridge("br-int", "netdev")
+                ovsdb.close_connection(host.layout.ovsdb_connection)
+                own = f"sn{host.layout.sim_id}-host"
+                assert host.layout.host_netns == own
+                assert own in host.existing_namespaces()
+                assert host.existing_links() == sorted(host.layout.links())
+                assert link_in_ns(own, "ovs-netdev") is not None
+                assert set(host.processes()) == {"ovsdb-server", "ovs-vswitchd"}
+                pids += list(host.processes().values())
+            assert links_with_prefix("sn") == [] and links_with_prefix("ovs-netdev") == []
+            # The manifest records it: a host loaded elsewhere finds its links.
+            assert SimulatedHost.load(first.dir).existing_links() == first.existing_links()
+            vf = discover(second.dir).pfs[0].vfs[0]
+            with second.inside():
+                listed = run(CLI, "--config-file", second.config_file, "inventory", "--json")
+            assert listed.returncode == 0, explain(listed)
+            assert vf.representor is not None and vf.representor.name in listed.stdout
+            second.reboot()  # in its own namespace, where its links are
+            assert second.existing_links() == sorted(second.layout.links())
+            for host in hosts:
+                host.destroy()
+                assert_nothing_left(host.layout.sim_id, host.dir, pids)
+            first.destroy()  # again: nothing to do
+    finally:
+        for host in hosts:
+            destroy_host(host)
