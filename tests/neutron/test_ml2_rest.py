@@ -326,7 +326,7 @@ class TestBindingProfilePolicy(Ml2RestTestCase):
         allowed = self.new_create_request("ports", body, as_service=True).get_response(self.api)
         self.assertEqual(201, allowed.status_int)
 
-    def test_admin_does_not_even_see_it_as_a_member(self) -> None:
+    def test_a_member_does_not_see_it_an_admin_does(self) -> None:
         port = self.bound_port(self.vxlan, "virtio-forwarder", SMARTNIC_HOST, SWITCHDEV_VF)
         as_member = self._show("ports", port["id"])["port"]
         self.assertNotIn(portbindings.PROFILE, as_member)
@@ -405,7 +405,8 @@ class TestNovaBuildsTheGuestInterface(Ml2RestTestCase):
     def setUp(self) -> None:
         super().setUp()
         # A flavor with hugepages: vhost-user needs the guest's memory shared
-        # with the forwarder, which Nova only does for hugepage-backed guests.
+        # with the forwarder, which Nova's libvirt driver does for
+        # hugepage-backed guests (or with [libvirt] file_backed_memory).
         self.flavor = nova_objects.Flavor(
             id=7, flavorid="7", name="m1.hugepages", vcpus=2, memory_mb=2048, root_gb=10,
             ephemeral_gb=0, swap=0, extra_specs={"hw:mem_page_size": "large"})
@@ -418,10 +419,11 @@ class TestNovaBuildsTheGuestInterface(Ml2RestTestCase):
     def nova_interface(self, network: dict[str, Any], port: dict[str, Any]) -> tuple[Any, Any]:
         """(os-vif VIF, libvirt interface config) Nova makes for the bound port."""
         port = self.show_port(port["id"])
+        # Nova's Neutron client (the one it is handed, and the admin one it
+        # gets itself), answering from what the REST API returned.
         client = FakeNeutron([network], self.subnets(network), [port])
-        api = nova_neutron.API()
         with mock.patch.object(nova_neutron, "get_client", return_value=client):
-            vif = api._build_vif_model(self.context, client, port, [network], [])
+            vif = nova_neutron.API()._build_vif_model(self.context, client, port, [network], [])
         self.assertIsInstance(vif, nova_model.VIF)
         osvif = os_vif_util.nova_to_osvif_vif(vif)
         conf = libvirt_vif.LibvirtGenericVIFDriver().get_config(
@@ -432,6 +434,24 @@ class TestNovaBuildsTheGuestInterface(Ml2RestTestCase):
         xml = conf.to_xml()
         validate(domain_xml([xml], memory_backing))
         return ET.fromstring(xml)
+
+    @staticmethod
+    def hugepage_guest_memory() -> str:
+        """What Nova's libvirt driver writes around the devices of this
+        flavor's guest, in Nova's own config classes: 2 MiB pages
+        (``_get_guest_memory_backing_config``) and a NUMA cell with
+        ``memAccess='shared'`` (set for hugepage guests), which is what lets
+        the forwarder map the guest's memory."""
+        page = libvirt_config.LibvirtConfigGuestMemoryBackingPage()
+        page.size_kb, page.nodeset = 2048, [0]
+        backing = libvirt_config.LibvirtConfigGuestMemoryBacking()
+        backing.hugepages = [page]
+        cell = libvirt_config.LibvirtConfigGuestCPUNUMACell()
+        cell.id, cell.cpus, cell.memory, cell.memAccess = 0, {0, 1}, 1048576, "shared"
+        cpu = libvirt_config.LibvirtConfigGuestCPU()
+        cpu.numa = libvirt_config.LibvirtConfigGuestCPUNUMA()
+        cpu.numa.cells = [cell]
+        return str(backing.to_xml() + cpu.to_xml())
 
     def test_flavor_asks_for_hugepages(self) -> None:
         topology = hardware.numa_get_constraints(self.flavor, self.image_meta)
@@ -445,12 +465,7 @@ class TestNovaBuildsTheGuestInterface(Ml2RestTestCase):
             self.assertEqual("agilio_ovs", osvif.plugin)
             self.assertEqual(SWITCHDEV_VF["pci_slot"], osvif.port_profile.representor_address)
 
-            page = libvirt_config.LibvirtConfigGuestMemoryBackingPage()
-            page.size_kb, page.nodeset = 2048, [0]
-            backing = libvirt_config.LibvirtConfigGuestMemoryBacking()
-            backing.hugepages = [page]
-            backing.sharedaccess = True
-            element = self.validated(conf, backing.to_xml())
+            element = self.validated(conf, self.hugepage_guest_memory())
 
             self.assertEqual("vhostuser", element.get("type"))
             source = element.find("source")
@@ -488,6 +503,9 @@ class TestNovaBuildsTheGuestInterface(Ml2RestTestCase):
             self.assertEqual(port["mac_address"], element.find("mac").get("address"))
             self.assertIsNone(element.find("model"))
             self.assertIsNone(element.find("mtu"))
+            # The VLAN network's tag is OVS's business (on the representor),
+            # not the VF's: no <vlan> as for a legacy SR-IOV (hw_veb) port.
+            self.assertIsNone(element.find("vlan"))
 
     def test_normal_port_is_an_ethernet_tap_os_vif_creates(self) -> None:
         for host in (SMARTNIC_HOST, CLASSIC_HOST):
