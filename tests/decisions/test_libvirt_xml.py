@@ -3,11 +3,7 @@
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-import tempfile
 import xml.etree.ElementTree as ET
-from pathlib import Path
 
 import pytest
 
@@ -24,35 +20,11 @@ from smartnic_vif.decisions.vif_builder import build_vif
 from smartnic_vif.model.errors import InvalidValue
 from smartnic_vif.model.vnic import PlugMode
 from tests.decisions.hosts import mixed_host
+from tests.libvirt_schema import domain_xml, validate
 
-VIRT_XML_VALIDATE = shutil.which("virt-xml-validate")
 MAC = "fa:16:3e:00:00:01"
 PORT = "88888888-0000-4000-8000-000000000001"
 NET = "88888888-0000-4000-8000-0000000000ff"
-
-
-def domain_xml(interfaces: list[str], memory_backing: str = "") -> str:
-    return (
-        "<domain type='kvm'><name>smartnic-test</name>"
-        "<memory unit='KiB'>1048576</memory>"
-        "<os><type arch='x86_64'>hvm</type></os>"
-        f"{memory_backing}<devices>{''.join(interfaces)}</devices></domain>"
-    )
-
-
-def validate(document: str) -> None:
-    """Run virt-xml-validate (argv, no shell) on ``document``; fail with its output."""
-    assert VIRT_XML_VALIDATE, "virt-xml-validate is required (apt-get install libvirt-clients)"
-    # virt-xml-validate is a shell script around xmllint, which libvirt-clients
-    # does not depend on; without it every document "fails" with status 127.
-    assert shutil.which("xmllint"), "xmllint is required (apt-get install libxml2-utils)"
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "domain.xml"
-        path.write_text(document)
-        result = subprocess.run(  # noqa: S603 - fixed argv, no shell
-            [VIRT_XML_VALIDATE, str(path), "domain"], capture_output=True, text=True, timeout=30
-        )
-    assert result.returncode == 0, f"{result.stdout}{result.stderr}\n{document}"
 
 
 EMITTED = {

@@ -14,11 +14,15 @@ process:
 - Logger levels set by one test stay for every later test.
 - Neutron's base registers CLI options, so it fails if an earlier test left
   ``cfg.CONF`` parsed.
+- ``cfg.CONF.reset()`` (Neutron's base resets at every cleanup) drops every
+  ``set_default``, among them oslo.privsep's capabilities of each privileged
+  context: a helper forked afterwards would have none.
 
 So each test in this folder runs in its own option "world": the registry of
 ``cfg.CONF`` is saved before the test, an option Neutron registers over a
 different one of the same name replaces it for the duration of the test, and
-the saved registry (and the logger levels) come back afterwards. Neutron's
+the saved registry, its set_default values (and the logger levels) come back
+afterwards. Neutron's
 common options are registered again by the next test (the one-shot guard in
 ``neutron.common.config`` is put back as well), exactly as the first time.
 """
@@ -55,6 +59,8 @@ class _Registry:
     group_opts: dict[str, dict[str, Any]]
     cli_opts: list[Any]
     deprecated_opts: dict[str, dict[str, Any]]
+    # set_default() values, which every cfg.CONF.reset() drops.
+    defaults: dict[tuple[str | None, str], Any]
 
     @classmethod
     def save(cls, conf: cfg.ConfigOpts) -> _Registry:
@@ -64,7 +70,22 @@ class _Registry:
             group_opts={name: dict(group._opts) for name, group in conf._groups.items()},
             cli_opts=list(conf._cli_opts),
             deprecated_opts={g: dict(e) for g, e in conf._deprecated_opts.items()},
+            defaults={
+                (group, name): info["default"]
+                for group, opts in _opt_tables(conf)
+                for name, info in opts.items()
+                if "default" in info
+            },
         )
+
+    def restore_defaults(self, conf: cfg.ConfigOpts) -> None:
+        """Put back the set_default() values (oslo.privsep sets a context's
+        capabilities that way: without them a helper forked later has none)."""
+        tables = dict(_opt_tables(conf))
+        for (group, name), value in self.defaults.items():
+            info = tables.get(group, {}).get(name)
+            if info is not None:
+                info["default"] = value
 
     def restore(self, conf: cfg.ConfigOpts) -> None:
         # In place: code holding these containers (or the groups) keeps working.
@@ -75,6 +96,11 @@ class _Registry:
         conf._cli_opts.clear()
         conf._cli_opts.extend(self.cli_opts)
         _replace(conf._deprecated_opts, self.deprecated_opts)
+
+
+def _opt_tables(conf: cfg.ConfigOpts) -> list[tuple[str | None, dict[str, Any]]]:
+    """(group name or None for DEFAULT, its name -> opt info table)."""
+    return [(None, conf._opts)] + [(name, g._opts) for name, g in conf._groups.items()]
 
 
 def _replace(target: dict[Any, Any], content: dict[Any, Any]) -> None:
@@ -103,13 +129,16 @@ def neutron_option_world(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     # resetting it would fail this one. Neutron's base resets cfg.CONF after
     # every test anyway; this only does it before as well.
     cfg.CONF.reset()
+    saved.restore_defaults(cfg.CONF)
     try:
         yield
     finally:
         saved.restore(cfg.CONF)
         # Drops parsed values and the value cache, which may name options
-        # that are no longer registered (Neutron's base already resets too).
+        # that are no longer registered (Neutron's base already resets too),
+        # and the defaults, which come back next.
         cfg.CONF.reset()
+        saved.restore_defaults(cfg.CONF)
         # The registry no longer holds what the test registered, so Neutron
         # must register its common options again when the next test needs them.
         neutron_config._COMMON_OPTIONS_ALREADY_REGISTERED = common_registered
