@@ -608,7 +608,7 @@ def _values_regex(values: Iterable[str]) -> str:
 def _entry_address(box: _Box) -> str | dict[str, str]:
     """One box as Nova writes it: a glob when each field is one value or all of
     them, else the regex form."""
-    fields = {}
+    fields: dict[str, list[str] | None] = {}
     glob = True
     for name, values in zip(_FIELD_ORDER, box, strict=True):
         maximum, width = _FIELD_LIMITS[name]
@@ -643,13 +643,15 @@ def check_generated_specs(
     network only, among every device on the host, and every wanted VF is
     matched. Address-based entries only (what the generator writes)."""
     parents = {vf.address: vf.pf_address for vf in inventory.vfs()}
+    devices = [(a, PciAddress.parse(a), parents.get(a))
+               for a in _host_devices(inventory, host_addresses)]
     matched: set[str] = set()
     for n, entry in enumerate(specs):
         spec = parse_device_spec(entry, f"generated device_spec entry {n}")
         if spec.address is None or (spec.vendor_id, spec.product_id) != (ANY, ANY):
             raise SmartNICError(f"generated device_spec entry {n} is not address-based: {entry}")
-        for address in _host_devices(inventory, host_addresses):
-            if not _address_matches(spec, PciAddress.parse(address), parents.get(address)):
+        for address, parsed, parent in devices:
+            if not _address_matches(spec, parsed, parent):
                 continue
             if address not in wanted or wanted[address] != spec.physical_network:
                 raise SmartNICError(
