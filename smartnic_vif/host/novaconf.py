@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from dataclasses import dataclass
 
 from oslo_config import cfg
@@ -83,7 +84,20 @@ def read_nova_pci(path: str) -> NovaPci:
     finally:
         logger.removeHandler(collect)
         logger.propagate = propagate
-    return NovaPci(path, device_spec, alias, tuple(dict.fromkeys(collect.messages)))
+    return NovaPci(path, device_spec, alias,
+                   tuple(dict.fromkeys(_short(m) for m in collect.messages)))
+
+
+_DEPRECATED = re.compile(r'Option "(?P<old>[^"]+)" from group "(?P<old_group>[^"]+)" is '
+                         r'deprecated\. Use option "(?P<new>[^"]+)" from group "(?P<group>[^"]+)"')
+
+
+def _short(message: str) -> str:
+    found = _DEPRECATED.search(message)
+    if found is None:
+        return " ".join(message.split())
+    return (f"[{found['old_group']}] {found['old']} is deprecated: "
+            f"rename it [{found['group']}] {found['new']}")
 
 
 __all__ = ["DEFAULT_PATH", "NovaConfigError", "NovaPci", "read_nova_pci"]
