@@ -27,6 +27,7 @@ def nova_checks(args: argparse.Namespace, group: Any, inventory: Inventory | Non
     from smartnic_vif.host.novaconf import DEFAULT_PATH, NovaConfigError, read_nova_pci
 
     path = getattr(args, "nova_config", None)
+    aliases: list[str] | None
     if path is not None and not os.path.isfile(path):
         raise UsageError(f"--nova-config {path}: no such file")
     if path is None and os.path.isfile(DEFAULT_PATH) and os.access(DEFAULT_PATH, os.R_OK):
@@ -39,10 +40,10 @@ def nova_checks(args: argparse.Namespace, group: Any, inventory: Inventory | Non
                       f"no nova.conf to check ({DEFAULT_PATH} is not readable) and "
                       "pci_device_spec is not set",
                       "run doctor --nova-config FILE with the nova.conf nova-compute reads, "
-                      f"or put what '{PCI_SPEC_HINT}' prints in pci_device_spec of "
-                      f"{config_field('pci_device_spec')}")
+                      f"or (no Nova here) set {config_field('pci_device_spec')} to what "
+                      f"'{PCI_SPEC_HINT}' prints")
             return
-        source, aliases = config_field("pci_device_spec"), []
+        source, aliases = config_field("pci_device_spec"), None
     else:
         try:
             pci = read_nova_pci(path)

@@ -69,7 +69,7 @@ def describe_vfs(vfs: Sequence[VirtualFunction], limit: int = 4) -> str:
 def check_nova_pci(
     inventory: Inventory,
     device_spec: Iterable[str],
-    alias: Iterable[str],
+    alias: Iterable[str] | None,
     source: str,
 ) -> list[Finding]:
     """doctor's findings on ``device_spec`` and ``alias`` (from ``source``):
@@ -78,9 +78,12 @@ def check_nova_pci(
     * ``physnet``: every matched switchdev VF has a ``physical_network`` tag;
     * ``legacy_physnet``: no matched legacy VF shares a physical network (or
       the lack of one) with a matched switchdev VF;
-    * ``alias``: the aliases parse as Nova parses them.
+    * ``alias``: the aliases parse as Nova parses them (not checked when
+      ``alias`` is None: a source that has none, like ``pci_device_spec``).
     """
     findings = _device_spec_findings(inventory, list(device_spec), source)
+    if alias is None:
+        return findings
     try:
         aliases = parse_aliases(list(alias))
         findings.append(Finding(
@@ -112,7 +115,7 @@ def _device_spec_findings(inventory: Inventory, lines: list[str], source: str) -
     covered = [vf for vf in switchdev if tags[vf.address] is not None]
     findings = [Finding(
         "device_spec", not uncovered,
-        f"{len(covered)}/{len(switchdev)} switchdev VFs match [pci] device_spec in {source}"
+        f"{len(covered)}/{len(switchdev)} switchdev VFs match the device_spec entries in {source}"
         + (f"; no entry matches {describe_vfs(uncovered)}" if uncovered else ""),
         None if not uncovered else
         f"add the entries '{PCI_SPEC_HINT}' prints to [pci] device_spec in {source}")]

@@ -58,7 +58,7 @@ def test_pci_spec_output_passes_every_check(nova_sysfs: Any, nova_conf: Any) -> 
     got = findings(lines, [ALIAS])
     assert all(f.ok for f in got.values()), got
     assert got["device_spec"].detail == (
-        f"16/16 switchdev VFs match [pci] device_spec in {SOURCE}")
+        f"16/16 switchdev VFs match the device_spec entries in {SOURCE}")
     assert got["alias"].detail == f"1 [pci] alias name(s) in {SOURCE}: vf"
     nova_sysfs(HOST)
     assert len(nova_tags(lines)) == 16
@@ -88,7 +88,7 @@ def test_uncovered_switchdev_vfs(nova_sysfs: Any, nova_conf: Any) -> None:
     got = findings(lines)
     assert not got["device_spec"].ok
     assert got["device_spec"].detail == (
-        f"12/16 switchdev VFs match [pci] device_spec in {SOURCE}; no entry matches "
+        f"12/16 switchdev VFs match the device_spec entries in {SOURCE}; no entry matches "
         f"PF {PF1} VFs 4-7 (0000:05:09.4..0000:05:09.7)")
     assert covered == {vf.address for vf in HOST.vfs() if vf.switchdev} - {
         f"0000:05:09.{f}" for f in range(4, 8)}

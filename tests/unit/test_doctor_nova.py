@@ -122,5 +122,7 @@ def test_without_nova_conf_pci_device_spec_is_the_fallback(host: Path) -> None:
     conf = host / "smartnic-vif.conf"
     conf.write_text(conf.read_text() + 'pci_device_spec = {"address": "0000:05:08.*"}\n')
     checks = doctor(host)
+    assert [c for c in checks if c in NOVA_CHECKS] == ["device_spec", "physnet",
+                                                       "legacy_physnet"]
     assert "pci_device_spec in [os_vif_smartnic] of" in checks["device_spec"]["detail"]
     assert checks["device_spec"]["detail"].startswith("8/16 ")
