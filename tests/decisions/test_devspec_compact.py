@@ -13,10 +13,12 @@ device.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import pytest
+from nova.pci import devspec as nova_devspec
 from nova.pci import whitelist as nova_whitelist
 
 from smartnic_vif.decisions.devspec import (
@@ -100,7 +102,15 @@ def test_nova_takes_exactly_the_switchdev_vfs(
     specs = generate_device_specs(inventory, physnet_map)
     wanted = {vf.address: physnet_map[pf.address]
               for pf in switchdev if pf.address in physnet_map for vf in pf.vfs}
-    assert nova_assigns(device_spec_lines(specs), nova_devices(inventory)) == wanted
+    devices = nova_devices(inventory)
+    assert nova_assigns(device_spec_lines(specs), devices) == wanted
+    # Entry by entry, Nova's PciDeviceSpec takes only wanted VFs of the entry's
+    # physical network.
+    for line in device_spec_lines(specs):
+        entry = nova_devspec.PciDeviceSpec(json.loads(line))
+        physnet = entry.get_tags().get("physical_network")
+        taken = [d["address"] for d in devices if entry.match(dict(d))]
+        assert taken and all(wanted.get(a, "-") == physnet for a in taken), line
     # The fewest: one entry per physical network when nothing lies between its
     # VFs, never more than two per PF on these layouts (a PF's VFs span two
     # buses at most).
