@@ -13,9 +13,11 @@ matches here exactly when it matches in Nova, including Nova's quirks:
 Where Nova reads sysfs (is this address a PF? which device has this netdev?),
 the functions here ask the :class:`Inventory` instead, so they stay pure.
 
-Generation writes address-based specs (exact VF addresses, or ``dddd:bb:ss.*``
-for a slot whose eight functions are all wanted VFs), so operators never write
-vendor or product ids to expose a SmartNIC's VFs.
+Generation writes address-based specs (the fewest regex or glob addresses
+that take exactly the wanted VFs among the host's devices, or with ``per_vf``
+exact VF addresses and ``dddd:bb:ss.*`` for a slot whose eight functions are
+all wanted VFs), so operators never write vendor or product ids to expose a
+SmartNIC's VFs.
 """
 
 from __future__ import annotations
