@@ -135,10 +135,11 @@ OPTS: list[cfg.Opt] = [
     cfg.MultiStrOpt(
         "pci_device_spec",
         default=[],
-        help="This host's Nova [pci] device_spec entries (JSON, one per line, as in "
-        "nova.conf; 'smartnic-vif pci-spec' prints them). The CLI selects VFs with "
-        "them (physical_network and trusted tags) and 'doctor' checks them against "
-        "the inventory.",
+        help="A copy of Nova's [pci] device_spec entries (JSON, one per line, as in "
+        "nova.conf; 'smartnic-vif pci-spec' prints them) for hosts without Nova: the "
+        "standalone 'attach' selects VFs with them (physical_network and trusted "
+        "tags). 'doctor' reads nova.conf itself (--nova-config, default "
+        "/etc/nova/nova.conf) and checks this copy only when no nova.conf is readable.",
     ),
     cfg.Opt(
         "vhostuser_socket_dir",

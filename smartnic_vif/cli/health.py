@@ -37,6 +37,9 @@ def register(sub: Any) -> None:
 
     p = sub.add_parser("doctor", help="check OVSDB, bridge, forwarder, VFs and device_spec")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--nova-config", metavar="FILE",
+                   help="nova.conf whose [pci] device_spec and alias to check (default "
+                   "/etc/nova/nova.conf when readable, else pci_device_spec)")
     p.set_defaults(handler=cmd_doctor)
 
 
@@ -241,7 +244,6 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
 
 # -- doctor --------------------------------------------------------------------------------
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from smartnic_vif.decisions.devspec import first_match
     from smartnic_vif.host.discovery import discover
 
     group = load_config(args)
@@ -297,22 +299,9 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         _check_unexplained(group, check)
     if inventory is not None:
         _check_offload(group, inventory, client if _passed(checks, "ovsdb") else None, check)
-    specs_text = list(group.pci_device_spec or [])
-    if inventory is not None and specs_text:
-        from smartnic_vif.decisions.devspec import parse_device_specs
+    from smartnic_vif.cli.doctor_nova import nova_checks
 
-        try:
-            specs = parse_device_specs(specs_text)
-            vfs = [vf for pf in inventory.pfs if pf.switchdev for vf in pf.vfs]
-            unmatched = [vf.address for vf in vfs if first_match(specs, vf, inventory) is None]
-            check("device_spec", not unmatched,
-                  f"{len(vfs) - len(unmatched)}/{len(vfs)} switchdev VFs match pci_device_spec",
-                  "regenerate with 'smartnic-vif pci-spec' and put it in nova.conf and here")
-        except Exception as e:
-            check("device_spec", False, str(e), "fix pci_device_spec (Nova's JSON format)")
-    elif inventory is not None:
-        check("device_spec", False, "pci_device_spec is not set",
-              "set it to the lines 'smartnic-vif pci-spec --physnet-map PF=PHYSNET' prints")
+    nova_checks(args, group, inventory, check)
     if args.json:
         render.emit_json({"checks": checks, "ok": all(c["ok"] for c in checks)})
     else:

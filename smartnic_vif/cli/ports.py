@@ -55,6 +55,9 @@ def register(sub: Any) -> None:
     p.add_argument("--physnet-map", action="append", default=[], metavar="PF=PHYSNET",
                    help="PF (PCI address or netdev) to physical network; PF= for tunnels only")
     p.add_argument("--alias-name", default="smartnic-vf")
+    p.add_argument("--per-vf", action="store_true",
+                   help="one entry per VF (a slot of eight as dddd:bb:ss.*) instead of the "
+                   "fewest entries")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_pci_spec)
 
@@ -447,6 +450,7 @@ def cmd_pci_spec(args: argparse.Namespace) -> int:
         generate_device_specs,
     )
     from smartnic_vif.host.discovery import discover
+    from smartnic_vif.host.pcibus import pci_addresses
 
     group = load_config(args)
     physnets: dict[str, str | None] = {}
@@ -458,7 +462,9 @@ def cmd_pci_spec(args: argparse.Namespace) -> int:
     inventory = discover(group.sysfs_root)
     if not physnets:
         physnets = {pf.address: None for pf in inventory.pfs if pf.switchdev}
-    specs = generate_device_specs(inventory, physnets)
+    # Every device on the host, so that no entry takes one that is no wanted VF.
+    specs = generate_device_specs(inventory, physnets, per_vf=args.per_vf,
+                                  host_addresses=pci_addresses(group.sysfs_root))
     aliases = generate_alias(inventory, args.alias_name)
     if args.json:
         render.emit_json({"device_spec": specs, "alias": aliases})

@@ -13,9 +13,11 @@ matches here exactly when it matches in Nova, including Nova's quirks:
 Where Nova reads sysfs (is this address a PF? which device has this netdev?),
 the functions here ask the :class:`Inventory` instead, so they stay pure.
 
-Generation writes address-based specs (exact VF addresses, or ``dddd:bb:ss.*``
-for a slot whose eight functions are all wanted VFs), so operators never write
-vendor or product ids to expose a SmartNIC's VFs.
+Generation writes address-based specs (the fewest regex or glob addresses
+that take exactly the wanted VFs among the host's devices, or with ``per_vf``
+exact VF addresses and ``dddd:bb:ss.*`` for a slot whose eight functions are
+all wanted VFs), so operators never write vendor or product ids to expose a
+SmartNIC's VFs.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from typing import Any
 
 from oslo_utils import strutils
 
-from smartnic_vif.model.errors import InvalidValue, NotSwitchdev
+from smartnic_vif.model.errors import InvalidValue, NotSwitchdev, SmartNICError
 from smartnic_vif.model.inventory import Inventory, PhysicalFunction, VirtualFunction
 from smartnic_vif.model.types import PciAddress
 
@@ -356,16 +358,25 @@ def matches(spec: DeviceSpec, vf: VirtualFunction, inventory: Inventory | None =
         address, is_pf = target
         if not (address == vf.address or (is_pf and address == vf.pf_address)):
             return False
-    else:
-        assert spec.address is not None  # parse_device_spec sets one of the two
-        # A literal address that is a PF stands for the PF's VFs (Nova checks
-        # sysfs for sriov_totalvfs; the PF of this VF is certainly one).
-        names_parent = spec.address.is_single() and spec.address.single_address() == vf.pf_address
-        if not (names_parent or spec.address.matches(vf_address)):
-            return False
+    elif not _address_matches(spec, vf_address, vf.pf_address):
+        return False
     # Nova requires a card serial number from PCI VPD for remote-managed
     # devices; the inventory has none, so such a spec matches nothing here.
     return not spec.remote_managed
+
+
+def _address_matches(spec: DeviceSpec, address: PciAddress, parent: str | None) -> bool:
+    """Whether the address part of an address-based ``spec`` takes the device
+    at ``address`` whose PF is ``parent`` (None for a device that is no VF)."""
+    assert spec.address is not None  # parse_device_spec sets address or devname
+    # A literal address that is a PF stands for the PF's VFs (Nova checks
+    # sysfs for sriov_totalvfs; the PF of a VF is certainly one).
+    names_parent = (
+        parent is not None
+        and spec.address.is_single()
+        and spec.address.single_address() == parent
+    )
+    return names_parent or spec.address.matches(address)
 
 
 def first_match(
@@ -434,7 +445,11 @@ def _compact_addresses(addresses: list[PciAddress]) -> list[str]:
 
 
 def generate_device_specs(
-    inventory: Inventory, physnet_map: Mapping[str, str | None]
+    inventory: Inventory,
+    physnet_map: Mapping[str, str | None],
+    *,
+    per_vf: bool = False,
+    host_addresses: Iterable[str] = (),
 ) -> list[dict[str, Any]]:
     """device_spec entries exposing the switchdev VFs of the mapped PFs.
 
@@ -443,20 +458,216 @@ def generate_device_specs(
     gives such ports a VF whose spec has no ``physical_network`` tag). PFs not
     in the map are not exposed; a key naming no PF, or a PF whose eswitch is not
     in switchdev mode, is an error.
+
+    By default the entries are the fewest this generator finds (see
+    :func:`_cover`): Nova's regex address form, or a glob where one says the
+    same, one physical network per entry. Each matches only wanted VFs among
+    the devices on the host (the inventory's PFs and VFs and
+    ``host_addresses``, every PCI address the host has); it may also match
+    addresses where no device exists. ``per_vf`` gives one entry per VF (a
+    slot whose eight functions are all wanted as one ``dddd:bb:ss.*``) instead.
+    Either way the entries are checked (:func:`check_generated_specs`) before
+    they are returned.
     """
     by_pf = _resolve_physnet_map(inventory, physnet_map)
-    specs: list[dict[str, Any]] = []
+    wanted: dict[str, str | None] = {}
     for pf in sorted(inventory.pfs, key=lambda p: PciAddress.parse(p.address)):
-        if pf.address not in by_pf:
-            continue
-        physnet = by_pf[pf.address]
-        vf_addresses = [PciAddress.parse(vf.address) for vf in pf.vfs if vf.switchdev]
-        for address in _compact_addresses(vf_addresses):
+        if pf.address in by_pf:
+            wanted.update((vf.address, by_pf[pf.address]) for vf in pf.vfs if vf.switchdev)
+    devices = _host_devices(inventory, host_addresses)
+    specs: list[dict[str, Any]] = []
+    physnets = list(dict.fromkeys(wanted.values()))  # in PF order
+    for physnet in physnets:
+        mine = [PciAddress.parse(a) for a, p in wanted.items() if p == physnet]
+        if per_vf:
+            addresses: list[str | dict[str, str]] = list(_compact_addresses(mine))
+        else:
+            others = frozenset(
+                _fields_of(PciAddress.parse(a)) for a in devices if wanted.get(a, 0) != physnet
+            )
+            addresses = [
+                _entry_address(e)
+                for e in _cover(frozenset(_fields_of(a) for a in mine), others)
+            ]
+        for address in addresses:
             entry: dict[str, Any] = {"address": address}
             if physnet is not None:
                 entry["physical_network"] = physnet
             specs.append(entry)
+    check_generated_specs(specs, wanted, inventory, host_addresses)
     return specs
+
+
+# -- the fewest entries ---------------------------------------------------------------
+# An address is four numbers (domain, bus, slot, function); an entry of Nova's
+# regex form takes the product of one set of values per field.
+_Fields = tuple[int, int, int, int]
+_Box = tuple[frozenset[int], frozenset[int], frozenset[int], frozenset[int]]
+_FIELD_ORDER = ("domain", "bus", "slot", "function")
+
+
+def _fields_of(address: PciAddress) -> _Fields:
+    return (address.domain, address.bus, address.slot, address.function)
+
+
+def _cover(wanted: frozenset[_Fields], others: frozenset[_Fields]) -> list[_Box]:
+    """Few boxes whose union holds every address of ``wanted`` and none of
+    ``others`` (addresses in neither are free to take).
+
+    A set is first tried as one box: each field's values among its addresses.
+    A box that takes another device is split by the values of one field, each
+    part covered the same way, and boxes that differ in one field only merged
+    again; the field giving the fewest boxes wins.
+    """
+    memo: dict[frozenset[_Fields], list[_Box]] = {}
+
+    def solve(part: frozenset[_Fields], near: frozenset[_Fields]) -> list[_Box]:
+        if part in memo:
+            return memo[part]
+        box: _Box = tuple(  # type: ignore[assignment]
+            frozenset(a[i] for a in part) for i in range(4)
+        )
+        inside = frozenset(o for o in near if all(o[i] in box[i] for i in range(4)))
+        if not inside:
+            memo[part] = [box]
+            return memo[part]
+        best: list[_Box] | None = None
+        for i in range(4):
+            if len(box[i]) < 2:
+                continue
+            boxes: list[_Box] = []
+            for value in sorted(box[i]):
+                boxes.extend(solve(frozenset(a for a in part if a[i] == value), inside))
+            merged = _merge(boxes)
+            if best is None or len(merged) < len(best):
+                best = merged
+        assert best is not None  # a box of one wanted address takes no other device
+        memo[part] = best
+        return best
+
+    if not wanted:
+        return []
+    return sorted(solve(wanted, others), key=lambda b: tuple(min(f) for f in b))
+
+
+def _merge(boxes: list[_Box]) -> list[_Box]:
+    """Boxes equal in three fields joined into one (their union, exactly)."""
+    out = list(boxes)
+    changed = True
+    while changed:
+        changed = False
+        for i in range(4):
+            groups: dict[tuple[frozenset[int], ...], set[int]] = {}
+            for b in out:
+                groups.setdefault(b[:i] + b[i + 1:], set()).update(b[i])
+            if len(groups) < len(out):
+                out = [
+                    rest[:i] + (frozenset(values),) + rest[i:]  # type: ignore[misc]
+                    for rest, values in groups.items()
+                ]
+                changed = True
+    return out
+
+
+_HEX = "0123456789abcdef"
+
+
+def _char_class(chars: set[str]) -> str:
+    if len(chars) == 1:
+        return next(iter(chars))
+    if len(chars) == 16:
+        return "."
+    text = ""
+    # Ranges stay inside 0-9 or a-f: "[9-a]" would take ':' and 'A'-'Z' too.
+    for segment in ("0123456789", "abcdef"):
+        run: list[str] = []
+        for c in segment + " ":
+            if c in chars:
+                run.append(c)
+                continue
+            text += f"{run[0]}-{run[-1]}" if len(run) > 2 else "".join(run)
+            run = []
+    return f"[{text}]"
+
+
+def _values_regex(values: Iterable[str]) -> str:
+    """A regex ``re.match`` takes exactly these fixed-width hex strings with."""
+    values = sorted(values)
+    if len(values[0]) == 1:
+        return _char_class(set(values))
+    suffixes: dict[str, set[str]] = {}
+    for v in values:
+        suffixes.setdefault(v[0], set()).add(v[1:])
+    firsts: dict[str, set[str]] = {}
+    for first in sorted(suffixes, key=_HEX.index):
+        firsts.setdefault(_values_regex(suffixes[first]), set()).add(first)
+    terms = []
+    for rest, chars in firsts.items():
+        terms.append(_char_class(chars) + (f"(?:{rest})" if "|" in rest else rest))
+    return "|".join(terms)
+
+
+def _entry_address(box: _Box) -> str | dict[str, str]:
+    """One box as Nova writes it: a glob when each field is one value or all of
+    them, else the regex form."""
+    fields: dict[str, list[str] | None] = {}
+    glob = True
+    for name, values in zip(_FIELD_ORDER, box, strict=True):
+        maximum, width = _FIELD_LIMITS[name]
+        if len(values) == maximum + 1:
+            fields[name] = None
+        else:
+            fields[name] = sorted(f"{v:0{width}x}" for v in values)
+            glob = glob and len(values) == 1
+    if glob:
+        d, b, s, f = (ANY if v is None else v[0] for v in fields.values())
+        return f"{d}:{b}:{s}.{f}"
+    return {name: REGEX_ANY if v is None else _values_regex(v) for name, v in fields.items()}
+
+
+def _host_devices(inventory: Inventory, host_addresses: Iterable[str]) -> list[str]:
+    """Every PCI address on the host: the inventory's and ``host_addresses``."""
+    devices = dict.fromkeys(str(PciAddress.parse(a)) for a in host_addresses)
+    for pf in inventory.pfs:
+        devices[pf.address] = None
+        devices.update((vf.address, None) for vf in pf.vfs)
+    return list(devices)
+
+
+def check_generated_specs(
+    specs: Iterable[Mapping[str, Any]],
+    wanted: Mapping[str, str | None],
+    inventory: Inventory,
+    host_addresses: Iterable[str] = (),
+) -> None:
+    """Raise unless ``specs`` give Nova exactly the VFs of ``wanted``, each with
+    its physical network: every entry matches wanted VFs of its own physical
+    network only, among every device on the host, and every wanted VF is
+    matched. Address-based entries only (what the generator writes)."""
+    parents = {vf.address: vf.pf_address for vf in inventory.vfs()}
+    devices = [(a, PciAddress.parse(a), parents.get(a))
+               for a in _host_devices(inventory, host_addresses)]
+    matched: set[str] = set()
+    for n, entry in enumerate(specs):
+        spec = parse_device_spec(entry, f"generated device_spec entry {n}")
+        if spec.address is None or (spec.vendor_id, spec.product_id) != (ANY, ANY):
+            raise SmartNICError(f"generated device_spec entry {n} is not address-based: {entry}")
+        for address, parsed, parent in devices:
+            if not _address_matches(spec, parsed, parent):
+                continue
+            if address not in wanted or wanted[address] != spec.physical_network:
+                raise SmartNICError(
+                    f"generated device_spec entry {n} {json.dumps(dict(entry))} also matches "
+                    f"{address}, which is not a wanted VF of physical network "
+                    f"{spec.physical_network!r}; please report this"
+                )
+            matched.add(address)
+    missing = [a for a in wanted if a not in matched]
+    if missing:
+        raise SmartNICError(
+            f"generated device_spec misses {len(missing)} wanted VFs ({', '.join(missing[:4])}"
+            f"{', ...' if len(missing) > 4 else ''}); please report this"
+        )
 
 
 def device_spec_lines(specs: Iterable[Mapping[str, Any] | DeviceSpec]) -> list[str]:
@@ -604,6 +815,7 @@ __all__ = [
     "device_spec_lines",
     "first_match",
     "generate_alias",
+    "check_generated_specs",
     "generate_device_specs",
     "matches",
     "parse_aliases",

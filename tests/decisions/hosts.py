@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from smartnic_vif.model.inventory import Inventory, PhysicalFunction, Representor, VirtualFunction
 from smartnic_vif.model.types import PciAddress
+from smartnic_vif.sim.host import VENDORS, SimLayout
 
 NFP = ("19ee", "4000", "6003")  # vendor, PF product, VF product
 MLX = ("15b3", "1017", "1018")
@@ -95,6 +96,37 @@ def mixed_host() -> Inventory:
             ),
         ),
     )
+
+
+def sim_layout(pfs: int, vfs: int, legacy: int = 0, root: str = "/") -> SimLayout:
+    return SimLayout(dir=root, sim_id="ab12", pfs=pfs, vfs_per_pf=vfs, legacy_pfs=legacy,
+                     port_name_form="pfXvfY", driver="nfp")
+
+
+def sim_inventory(pfs: int, vfs: int, legacy: int = 0) -> Inventory:
+    """The simulator's host of this layout (switchdev PFs at 05:00.x, legacy
+    PFs at 81:00.x, ``SimLayout.pf_specs``) as discovery reads its tree, built in
+    memory (the tree of a 4x256 host takes seconds to write)."""
+    vendor, pf_product, vf_product = (i.removeprefix("0x") for i in VENDORS["nfp"])
+    out = []
+    for pf in sim_layout(pfs, vfs, legacy).pf_specs():
+        switch_id = pf.netdev.switch_id
+        vf_list = tuple(
+            VirtualFunction(
+                address=vf.address, index=vf.index, pf_address=pf.address,
+                vendor_id=vendor, product_id=vf_product, driver=pf.driver,
+                numa_node=pf.numa_node, netdev=vf.netdev.name if vf.netdev else None,
+                representor=None if vf.representor is None or switch_id is None else
+                Representor(vf.representor.name, switch_id, vf.representor.port_name or "",
+                            pf.function, vf.index),
+                switchdev=pf.switchdev)
+            for vf in pf.vfs)
+        out.append(PhysicalFunction(
+            address=pf.address, vendor_id=vendor, product_id=pf_product, driver=pf.driver,
+            numa_node=pf.numa_node, netdev=pf.netdev.name,
+            uplink_port_name=pf.netdev.port_name, switch_id=switch_id,
+            total_vfs=max(vfs, 64), num_vfs=vfs, vfs=vf_list))
+    return Inventory("/", tuple(out))
 
 
 def nova_dev_dict(vf: VirtualFunction) -> dict[str, object]:

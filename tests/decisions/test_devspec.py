@@ -209,8 +209,9 @@ def test_second_line_is_named_in_the_error() -> None:
 # --- generation -------------------------------------------------------------
 
 
-def test_generated_specs_are_address_based_and_compact() -> None:
-    specs = generate_device_specs(HOST, {SMARTNIC_PF: "physnet1", "enp129s0np0": "physnet2"})
+def test_per_vf_specs_are_exact_addresses() -> None:
+    specs = generate_device_specs(HOST, {SMARTNIC_PF: "physnet1", "enp129s0np0": "physnet2"},
+                                  per_vf=True)
     assert specs == [
         {"address": "0000:05:08.*", "physical_network": "physnet1"},
         {"address": "0000:05:09.0", "physical_network": "physnet1"},
@@ -230,6 +231,7 @@ def test_tunnel_only_pf_gets_no_physnet_tag() -> None:
     assert specs and all(set(s) == {"address"} for s in specs)
 
 
+@pytest.mark.parametrize("per_vf", [False, True])
 @pytest.mark.parametrize(
     "physnet_map",
     [
@@ -240,10 +242,10 @@ def test_tunnel_only_pf_gets_no_physnet_tag() -> None:
     ],
 )
 def test_nova_accepts_generated_specs_and_matches_the_same_vfs(
-    physnet_map: dict[str, str | None], nova_sysfs: Any, nova_conf: Any
+    physnet_map: dict[str, str | None], per_vf: bool, nova_sysfs: Any, nova_conf: Any
 ) -> None:
     nova_sysfs(HOST)
-    lines = device_spec_lines(generate_device_specs(HOST, physnet_map))
+    lines = device_spec_lines(generate_device_specs(HOST, physnet_map, per_vf=per_vf))
     whitelist = nova_whitelist.Whitelist(lines)  # raises if Nova refuses one
     ours = parse_device_specs(lines)
     wanted_pfs = {HOST.pf(k).address if ":" in k else _pf_by_netdev(HOST, k)

@@ -819,26 +819,33 @@ def test_doctor(sim: Sim, tmp_path: Any) -> None:
     assert data["ok"] is False
     failing = [name for name, c in checks.items() if not c["ok"]]
     assert failing == ["device_spec"]
-    assert checks["device_spec"]["detail"] == "pci_device_spec is not set"
+    # No nova.conf on this machine, and no pci_device_spec to fall back to.
+    assert checks["device_spec"]["detail"] == (
+        "no nova.conf to check (/etc/nova/nova.conf is not readable) and "
+        "pci_device_spec is not set")
+    assert "--nova-config" in checks["device_spec"]["fix"]
     assert "smartnic-vif pci-spec" in checks["device_spec"]["fix"]
     assert all(c["fix"] is None for c in checks.values() if c["ok"])
     assert str(PFS) in checks["sysfs"]["detail"]
     assert "netdev" in checks["bridge"]["detail"]
 
     # With the spec pci-spec prints, every check passes.
-    specs = sim.json("pci-spec")["device_spec"]
+    specs = sim.json("pci-spec", "--physnet-map", f"{PF0}=physnet1",
+                     "--physnet-map", f"{PF1}=physnet1")["device_spec"]
+    assert len(specs) == 1  # 05:08.0-05:09.7
     good = tmp_path / "good.conf"
     good.write_text("[os_vif_smartnic]\n"
                     + "".join(f"pci_device_spec = {json.dumps(s)}\n" for s in specs))
     data = sim.json("doctor", extra_config=str(good))
     assert data["ok"] is True and all(c["ok"] and c["fix"] is None for c in data["checks"])
     d = {c["check"]: c for c in data["checks"]}
+    assert [c["check"] for c in data["checks"]] == CHECKS + ["physnet", "legacy_physnet"]
     assert d["device_spec"]["detail"].startswith(f"{PFS * VFS_PER_PF}/{PFS * VFS_PER_PF} ")
 
     # A spec that leaves PF1 out, and an OVSDB that is not there.
     half = tmp_path / "half.conf"
     half.write_text("[os_vif_smartnic]\n"
-                    f"pci_device_spec = {json.dumps(specs[0])}\n"
+                    'pci_device_spec = {"address": "0000:05:08.*", "physical_network": "p"}\n'
                     f"ovsdb_connection = unix:{tmp_path}/no-such-db.sock\n")
     data = sim.json("doctor", expect=1, extra_config=str(half))
     d = {c["check"]: c for c in data["checks"]}
