@@ -38,7 +38,7 @@ from smartnic_vif.host import executor, traces
 from smartnic_vif.host.backend import Host
 from smartnic_vif.host.forwarder.client import check_vhost_socket
 from smartnic_vif.host.observe import observe_port
-from smartnic_vif.host.state import StateStore, VfAlreadyClaimed
+from smartnic_vif.host.state import PortRecord, StateStore, VfAlreadyClaimed
 from smartnic_vif.model.errors import HostOperationError, PlanStepFailed, SmartNICError
 from smartnic_vif.osvif import stock
 from smartnic_vif.osvif.objects import VIFPortProfileForwarder, VIFPortProfilePassthrough
@@ -227,8 +227,21 @@ class SmartNICPlugin(plugin.PluginBase):
 
     def unplug_port(self, port: decide.PortRequest) -> None:
         assert port.vf_address is not None
-        with self.host.vf_lock(port.vf_address):
-            record = self.store.get(port.port_id)
+        # Lock the VF the journal names when there is one: undoing its plan
+        # changes that VF, whichever VF the caller's VIF names (Nova's rollback
+        # at a migration's destination passes the source's VIF).
+        def vf_to_lock(record: PortRecord | None) -> str:
+            if record is not None and record.plan is not None and record.vf_address:
+                return record.vf_address
+            assert port.vf_address is not None
+            return port.vf_address
+
+        vf_address = vf_to_lock(self.store.get(port.port_id))
+        with self.host.vf_lock(vf_address):
+            record = self.store.get(port.port_id)  # what it is now, under the lock
+            if vf_to_lock(record) != vf_address:
+                # Plugged, moved or unplugged while we waited: start again.
+                return self.unplug_port(port)
             if record is None or record.plan is None:
                 if record is not None:
                     self.store.release(port.port_id)

@@ -701,6 +701,32 @@ def test_a_second_unplug_leaves_a_vf_restored_by_the_first_as_it_was(
                           {"mac": "00:00:00:00:00:00", "vlan": 0, "trust": False})
 
 
+def test_an_unplug_naming_another_vf_undoes_the_journal_under_the_journals_vf_lock(
+    env: PluginEnv,
+) -> None:
+    # Nova's rollback at a live migration's destination unplugs with the
+    # instance's network info, which still names the source's VF; the journal
+    # here names the VF this host plugged. Undoing that plan changes the
+    # journal's VF, so the unplug must hold that VF's lock, not the other's:
+    # a plug of the journal's VF in between would otherwise be undone too.
+    vf, other = env.vf(0, 11), env.vf(0, 12)
+    before = env.snapshot()
+    vif = passthrough_vif(vf)
+    os_vif.plug(vif, INSTANCE)
+    stale = passthrough_vif(other, vif.id)
+    stale.address = vif.address
+    events: list[str] = []
+    unplugging = threading.Thread(
+        target=lambda: (os_vif.unplug(stale, INSTANCE), events.append("unplugged")))
+    with loaded_plugin("smartnic").host.vf_lock(vf.address):
+        unplugging.start()
+        unplugging.join(1.0)
+        events.append("lock released")
+    unplugging.join(30)
+    assert events == ["lock released", "unplugged"]
+    assert env.snapshot() == before
+
+
 @pytest.mark.parametrize("mode", ["passthrough", "forwarder"])
 def test_unplugging_a_never_plugged_vif_succeeds_and_changes_nothing(
     env: PluginEnv, mode: str
