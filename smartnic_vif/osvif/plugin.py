@@ -202,7 +202,7 @@ class SmartNICPlugin(plugin.PluginBase):
             # that start first are then journalled together, before anything
             # changes.
             plan = self.plan_port(port)
-            first = executor.first_horizon(plan, self.host)
+            first = plan.journal_mark(0)
             self.store.claim(port.port_id, port.vf_address, port.mode, _request_dict(port),
                              plan=plan, steps_started=first)
             _failpoint(0)

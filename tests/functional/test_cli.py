@@ -38,8 +38,7 @@ import pytest
 from pyroute2 import IPRoute
 
 from smartnic_vif.decisions.plan import Plan
-from smartnic_vif.host import executor, kernel
-from smartnic_vif.host.backend import Host
+from smartnic_vif.host import kernel
 from smartnic_vif.host.state import StateStore
 from smartnic_vif.sim.host import SimulatedHost
 from tests.fixtures.plugin import private_network_namespace
@@ -890,9 +889,8 @@ def test_killed_attach_is_undone_by_reconcile_after_every_step(sim: Sim) -> None
     dry = sim.attach("virtio-forwarder", new_id(), mac, "--dry-run")["plan"]
     steps = len(dry["steps"])
     assert steps >= 5, dry
-    # Journalled with the claim: the steps that start with the plan and
-    # those that follow them in the same privileged round trip.
-    first_wave = executor.first_horizon(Plan.from_dict(dry), Host)
+    # Journalled with the claim: the steps of the plan's first phase.
+    first_wave = Plan.from_dict(dry).journal_mark(0)
     assert 0 < first_wave <= steps, dry
     vf = dry["vf_address"]
     representor = sim.vf_row(vf)["representor"]
