@@ -198,8 +198,8 @@ class SmartNICPlugin(plugin.PluginBase):
                 # Say so before planning: the owner may have renamed the
                 # representor, which would make planning fail less clearly.
                 raise VfAlreadyClaimed(port.vf_address, owner.port_id)
-            # Planning only reads the host; the claim, the plan and the steps
-            # that start first are then journalled together, before anything
+            # Planning only reads the host; the claim, the plan and its first
+            # phase (as started) are then journalled together, before anything
             # changes.
             plan = self.plan_port(port)
             first = plan.journal_mark(0)
