@@ -446,6 +446,10 @@ def test_attach_dry_run_changes_nothing(sim: Sim) -> None:
             assert f"VF {plan['vf_address']}" in text.stdout
             for step in plan["steps"]:
                 assert step["title"] in text.stdout
+            # Phases and lanes: the OVS transaction in a lane beside the VF's.
+            ovs = names.index("ovs_set_port")
+            assert [ovs] in plan["phases"][1] and len(plan["phases"][1]) == 2
+            assert "  phase 2, 2 lanes at the same time:\n    lane 1:\n" in text.stdout
         assert sim.ovs_ports(port_id) == []
     sim.assert_unchanged(before)
     assert sim.status()["ports"] == []
