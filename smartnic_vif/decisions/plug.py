@@ -178,41 +178,46 @@ def plan_plug(
     snapshot: VfSnapshot,
     opts: PlugOptions,
 ) -> Plan:
-    """Steps to plug a passthrough or forwarder port, each with its undo."""
+    """The phases, lanes and steps that plug a passthrough or forwarder
+    port, each step with its undo."""
     if port.mode == NORMAL or port.vf_address is None:
         raise InvalidValue("mode", port.mode, "plan_plug handles passthrough and forwarder ports")
     vf = inventory.vf(port.vf_address)
     inventory.representor_of(vf.address)  # fails clearly when there is none
     rep = snapshot.representor
     name = port.representor_name or rep.name
-    steps: list[Step] = []
-    # Order. Every change to a link costs ovs-vswitchd a reconfiguration of
-    # all its bridges, and an OVS write returns only once ovs-vswitchd has
-    # applied it; a representor brought up before its OVS port was added
-    # kept ovs-vswitchd busy just when the port came, and its privileged
-    # round trip came first too. So after an optional rename (OVS opens the
-    # port by name), the OVS port and the representor's MTU, up and
-    # promiscuous flags start together, the flags in the same privileged
-    # call as the VF's own changes (driver, settings; then the relay).
+    # The phases, in the order they touch the host:
+    #   1. [pre-plug hook,] rename the representor (OVS opens the port by
+    #      name, so this comes first; without a rename it changes nothing);
+    #   2. two lanes at the same time:
+    #      - the representor's MTU, up and promiscuous flags, [the VF's
+    #        driver,] the VF's settings (one privileged round trip) [, then
+    #        ADD_SOCK, which opens the VF and reads them];
+    #      - the OVS transaction (port, external_ids, MTU; the bridge if
+    #        missing);
+    #   3. check the representor is up [, post-plug hook].
+    #
+    # Why the flags go beside the OVS port: every change to a link costs
+    # ovs-vswitchd a reconfiguration of all its bridges, and an OVS write
+    # returns only once ovs-vswitchd has applied it; a representor brought
+    # up before its OVS port was added kept ovs-vswitchd busy just when the
+    # port came, and its privileged round trip came first too.
     #
     # Promiscuous, as OVS makes every port it adds: finding the flag set,
     # ovs-vswitchd writes no flags of its own, which saves a second link
     # change. Where it opened the device first, it writes the flags it
     # cached then plus promiscuous; if ours came in between, that write
     # takes the link down again (1 to 6 plugs in 100 here). It writes them
-    # only while it applies the port, so the last step, after the OVS port
-    # is applied, checks that the representor is up and brings it up again
-    # if not. (The kernel datapath writes no flags: no such race.)
+    # only while it applies the port, so phase 3, after the OVS port is
+    # applied, checks that the representor is up and brings it up again if
+    # not. (The kernel datapath writes no flags: no such race.)
     #
-    # Undo runs in reverse index order: the relay goes, the port leaves OVS,
-    # then one privileged call gives the VF back its settings and driver and
-    # the representor its name, MTU and flags (the first step's undo), so
-    # nothing changes the representor while OVS still has it. Hence the OVS
-    # port's place in the list, after the VF's steps it runs beside.
-    first: tuple[int, ...] = ()
-    if opts.hook:
-        steps.append(_hook("pre-plug", port, name))
-        first = (0,)
+    # Undo runs last first in step order (phase by phase, lane by lane):
+    # the port leaves OVS, the relay goes, then one privileged call gives
+    # the VF back its settings and driver and the representor its name,
+    # MTU and flags (the rename step's undo), so nothing changes the
+    # representor while OVS still has it. Hence the OVS lane comes second.
+    first: list[Step] = [_hook("pre-plug", port, name)] if opts.hook else []
     wanted = {
         "mac": port.mac,
         "vlan": 0,  # OVS tags on the representor; the VF itself stays untagged
@@ -222,8 +227,7 @@ def plan_plug(
     }
     original = {k: snapshot.settings[k] for k in wanted if k in snapshot.settings}
     renamed = name != rep.name
-    rep_step = len(steps)
-    steps.append(
+    first.append(
         Step(
             (f"rename representor {rep.name} to {name}" if renamed
              else f"note representor {rep.name} as it is") + " (unplug restores its name, "
@@ -234,19 +238,16 @@ def plan_plug(
             Operation("configure_link", {"ifname": rep.name, "new_name": name}),
             Operation("configure_link", {"ifname": name, "new_name": rep.name,
                                          "mtu": rep.mtu, "up": rep.up, "promisc": rep.promisc}),
-            after=first,
         )
     )
-    steps.append(
+    vf_lane = [
         Step(
             f"set representor {name} MTU {port.mtu}, up and promiscuous",
-            # No undo of its own: the first step's restores all of it.
+            # No undo of its own: the rename step's restores all of it.
             Operation("configure_link", {"ifname": name, "mtu": port.mtu, "up": True,
                                          "promisc": True}),
-            after=(rep_step,),
         )
-    )
-    driver_step = None
+    ]
     if port.mode == FORWARDER:
         # The driver first, then the VF's settings, as libvirt does for a
         # hostdev: the PF sets them whichever driver holds the VF, and the
@@ -254,17 +255,14 @@ def plan_plug(
         # opens the VF. Undone in reverse, the VF's own driver comes back
         # last and finds its original settings.
         driver = port.relay_driver or opts.vfio_driver
-        driver_step = len(steps)
-        steps.append(
+        vf_lane.append(
             Step(
                 f"bind VF {vf.address} to {driver}",
                 Operation("bind_driver", {"address": vf.address, "driver": driver}),
                 Operation("bind_driver", {"address": vf.address, "driver": snapshot.driver}),
-                after=(rep_step,),
             )
         )
-    vf_step = len(steps)
-    steps.append(
+    vf_lane.append(
         Step(
             f"set VF {vf.index} of PF {vf.pf_address} MAC {port.mac}, VLAN 0, "
             f"trust {'on' if port.trusted else 'off'}, spoofchk {'on' if port.spoofchk else 'off'}",
@@ -272,11 +270,20 @@ def plan_plug(
                                  "settings": wanted}),
             Operation("set_vf", {"pf_address": vf.pf_address, "vf_index": vf.index,
                                  "settings": original}),
-            after=(rep_step,) if driver_step is None else (driver_step,),
         )
     )
+    if port.mode == FORWARDER:
+        vf_lane.append(
+            Step(
+                f"relay VF {vf.address} to {port.vhost_path} (virtio-forwarder ADD_SOCK)",
+                Operation("forwarder_add", {"vf_address": vf.address,
+                                            "vhost_path": port.vhost_path}),
+                Operation("forwarder_remove", {"vf_address": vf.address,
+                                               "vhost_path": port.vhost_path}),
+            )
+        )
     datapath_type = port.datapath_type or opts.default_datapath_type
-    steps.append(
+    ovs_lane = [
         Step(
             f"add {name} to {port.bridge} as port {port.port_id}, MTU {port.mtu} "
             f"(making {port.bridge}, datapath {datapath_type}, if missing)",
@@ -296,26 +303,14 @@ def plan_plug(
                 },
             ),
             Operation("ovs_delete_port", {"port": name}),
-            after=(rep_step,),
         )
-    )
-    if driver_step is not None:
-        steps.append(
-            Step(
-                f"relay VF {vf.address} to {port.vhost_path} (virtio-forwarder ADD_SOCK)",
-                Operation("forwarder_add", {"vf_address": vf.address,
-                                            "vhost_path": port.vhost_path}),
-                Operation("forwarder_remove", {"vf_address": vf.address,
-                                               "vhost_path": port.vhost_path}),
-                after=(vf_step,),
-            )
-        )
-    steps.append(
-        Step(f"check representor {name} is up", Operation("confirm_link_up", {"ifname": name}))
-    )
+    ]
+    last = [Step(f"check representor {name} is up",
+                 Operation("confirm_link_up", {"ifname": name}))]
     if opts.hook:
-        steps.append(_hook("post-plug", port, name))
-    return Plan("plug", port.port_id, port.mode, tuple(steps), vf_address=vf.address)
+        last.append(_hook("post-plug", port, name))
+    return Plan.phased("plug", port.port_id, port.mode,
+                       [[first], [vf_lane, ovs_lane], [last]], vf_address=vf.address)
 
 
 def post_unplug_hook(plug_plan: Plan) -> Operation | None:

@@ -338,9 +338,9 @@ class Host:
         """Start one of :attr:`STARTABLE` and return without waiting for it.
 
         Its work runs on the OVSDB connection's thread (which then waits for
-        ovs-vswitchd as well); the executor begins it before the plan's other
-        steps and waits for it beside them, so no thread of its own sits
-        idle waiting for OVSDB."""
+        ovs-vswitchd as well); the executor begins a lane made of this step
+        before the phase's other lanes and waits for it after them, so no
+        thread of its own sits idle waiting for OVSDB."""
         if op.name not in self.STARTABLE:
             raise ValueError(f"{op.name} cannot be begun")
         begin_op: Callable[..., PendingWrite] = getattr(self, "begin_" + op.name)

@@ -198,11 +198,11 @@ class SmartNICPlugin(plugin.PluginBase):
                 # Say so before planning: the owner may have renamed the
                 # representor, which would make planning fail less clearly.
                 raise VfAlreadyClaimed(port.vf_address, owner.port_id)
-            # Planning only reads the host; the claim, the plan and the steps
-            # that start first are then journalled together, before anything
+            # Planning only reads the host; the claim, the plan and its first
+            # phase (as started) are then journalled together, before anything
             # changes.
             plan = self.plan_port(port)
-            first = executor.first_horizon(plan, self.host)
+            first = plan.journal_mark(0)
             self.store.claim(port.port_id, port.vf_address, port.mode, _request_dict(port),
                              plan=plan, steps_started=first)
             _failpoint(0)

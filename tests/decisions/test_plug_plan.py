@@ -1,5 +1,5 @@
-"""plan_plug: which steps a plug makes, what each one undoes, and which of
-them may run side by side."""
+"""plan_plug: which steps a plug makes, what each one undoes, and its phases
+and lanes (what runs side by side)."""
 
 from __future__ import annotations
 
@@ -39,16 +39,17 @@ def index(p: Plan, name: str) -> int:
     return names(p).index(name)
 
 
-def before(p: Plan, i: int) -> set[int]:
-    """Every step that must be done before step ``i`` starts, directly or not."""
-    found: set[int] = set()
-    todo = list(p.needs(i))
-    while todo:
-        j = todo.pop()
-        if j not in found:
-            found.add(j)
-            todo.extend(p.needs(j))
-    return found
+def phase_of(p: Plan, i: int) -> int:
+    return next(k for k, phase in enumerate(p.phases) if any(i in lane for lane in phase))
+
+
+def lane_of(p: Plan, i: int) -> tuple[int, ...]:
+    return next(lane for phase in p.phases for lane in phase if i in lane)
+
+
+def calls(p: Plan, lane: tuple[int, ...]) -> list[list[int]]:
+    """The lane's steps as the executor calls them (privileged neighbours together)."""
+    return list(executor._runs(lane, lambda i: p.steps[i].do.name, Host.GROUPABLE))
 
 
 def steps_named(p: Plan, name: str) -> list[int]:
@@ -107,19 +108,13 @@ def test_the_ovs_port_the_representor_flags_and_the_vf_start_together() -> None:
     # OVS port and the VF's settings, and the check waits for all of them.
     p = plug.plan_plug(port(), INVENTORY, SNAPSHOT, plug.PlugOptions())
     note, flags = steps_named(p, "configure_link")
-    assert note == 0 and p.needs(note) == frozenset()
-    for step in (index(p, "ovs_set_port"), flags, index(p, "set_vf")):
-        assert p.needs(step) == frozenset({note})
-    check = index(p, "confirm_link_up")
-    assert check == len(p) - 1 and p.needs(check) == frozenset(range(check))
-    # The flags and the VF's settings are one privileged call: the check
-    # that waits for the flags needs the settings too.
-    units = executor._units(p, [index(p, "ovs_set_port"), flags, index(p, "set_vf")],
-                            [index(p, "ovs_set_port"), flags, index(p, "set_vf"), check],
-                            {note}, Host.GROUPABLE)
-    assert [flags, index(p, "set_vf")] in units
-    # The claim journals every step with an undo; nothing later is due.
-    assert executor.first_horizon(p, Host) == len(p)
+    ovs, vf, check = index(p, "ovs_set_port"), index(p, "set_vf"), index(p, "confirm_link_up")
+    assert p.phases == (((note,),), ((flags, vf), (ovs,)), ((check,),))
+    # The flags and the VF's settings are one privileged call.
+    assert calls(p, lane_of(p, vf)) == [[flags, vf]]
+    # The claim journals the first phase; the second is journalled with the
+    # check, which has nothing to undo.
+    assert (p.journal_mark(0), p.journal_mark(1)) == (1, len(p))
 
 
 def test_a_renamed_representor_is_added_to_ovs_only_once_renamed() -> None:
@@ -127,7 +122,7 @@ def test_a_renamed_representor_is_added_to_ovs_only_once_renamed() -> None:
                        plug.PlugOptions())
     note, flags = steps_named(p, "configure_link")
     ovs = index(p, "ovs_set_port")
-    assert note in p.needs(ovs) and note in p.needs(flags)
+    assert phase_of(p, note) < phase_of(p, ovs) == phase_of(p, flags)
     assert p.steps[ovs].do.args["port"] == "vfrep3"
     assert p.steps[note].do.args == {"ifname": REP, "new_name": "vfrep3"}
     assert p.steps[flags].do.args["ifname"] == "vfrep3"
@@ -147,19 +142,18 @@ def test_forwarder_relay_waits_for_the_vfio_driver_and_unplug_unwinds_in_reverse
     assert p.steps[bind].undo is not None
     assert p.steps[bind].undo.args == {"address": VF.address, "driver": "nfp"}
     # The VF's own changes, one at a time: driver, settings (libvirt's order
-    # for a hostdev), then the relay, which opens the VF and reads them.
+    # for a hostdev), then the relay, which opens the VF and reads them; the
+    # OVS port in a lane beside them.
     note, flags = steps_named(p, "configure_link")
-    assert p.needs(bind) == frozenset({note})
-    assert p.needs(settings) == frozenset({bind})
-    assert p.needs(relay) == frozenset({settings})
-    assert p.needs(index(p, "ovs_set_port")) == frozenset({note})
-    assert p.needs(flags) == frozenset({note})
-    # Every undo happens in reverse index order: relay first, then the OVS
-    # port, then the VF settings before the VF's own driver comes back (it
+    ovs = index(p, "ovs_set_port")
+    assert p.phases[1] == ((flags, bind, settings, relay), (ovs,))
+    assert calls(p, lane_of(p, relay)) == [[flags, bind, settings], [relay]]
+    # Every undo happens in reverse index order: the OVS port first, the
+    # relay, then the VF settings before the VF's own driver comes back (it
     # probes the restored MAC), and the representor's old state last.
-    assert note == 0 < bind < settings < index(p, "ovs_set_port") < relay
+    assert note == 0 < bind < settings < relay < ovs
     assert index(p, "confirm_link_up") == len(p) - 1
-    assert executor.first_horizon(p, Host) == len(p)
+    assert (p.journal_mark(0), p.journal_mark(1)) == (1, len(p))
 
 
 def test_hooks_come_first_and_last_around_everything() -> None:
@@ -167,25 +161,24 @@ def test_hooks_come_first_and_last_around_everything() -> None:
     assert names(p)[0] == names(p)[-1] == "run_hook"
     assert p.steps[0].do.args["phase"] == "pre-plug"
     assert p.steps[-1].do.args["phase"] == "post-plug"
-    for i in range(1, len(p.steps) - 1):
-        assert 0 in before(p, i), p.steps[i].title
-    assert p.needs(len(p.steps) - 1) == frozenset(range(len(p.steps) - 1))
-    # The post-plug hook, last, has nothing to undo: journalling it (and so
-    # every step before it) at the claim is safe, and no later write is due.
-    assert executor.first_horizon(p, Host) == len(p)
+    # Each in the lane of the first or last phase: everything else comes
+    # after the first and before the last.
+    assert p.phases[0] == ((0, 1),)
+    assert p.phases[-1] == ((len(p) - 2, len(p) - 1),)
+    # The post-plug hook, last, has nothing to undo: it is journalled with
+    # the second phase, and no later write is due.
+    assert (p.journal_mark(0), p.journal_mark(1)) == (2, len(p))
 
 
 def test_unplug_restores_the_vf_and_the_representor_in_one_privileged_call() -> None:
-    # The undo of the whole plan, as unplug runs it: the relay, the OVS port,
+    # The undo of the whole plan, as unplug runs it: the OVS port, the relay,
     # then every privileged restore together (one round trip).
     p = plug.plan_plug(port(plug.FORWARDER), INVENTORY, SNAPSHOT, plug.PlugOptions())
     undos = [s.undo.name for s in reversed(p.steps) if s.undo is not None]
-    assert undos == ["forwarder_remove", "ovs_delete_port", "set_vf", "bind_driver",
+    assert undos == ["ovs_delete_port", "forwarder_remove", "set_vf", "bind_driver",
                      "configure_link"]
-    runs = [(grouped, [op for op in run])
-            for grouped, run in executor._runs(undos, lambda n: n, Host.GROUPABLE)]
-    assert runs == [(False, ["forwarder_remove", "ovs_delete_port"]),
-                    (True, ["set_vf", "bind_driver", "configure_link"])]
+    assert list(executor._runs(undos, lambda n: n, Host.GROUPABLE)) == [
+        ["ovs_delete_port"], ["forwarder_remove"], ["set_vf", "bind_driver", "configure_link"]]
 
 
 def test_the_plan_round_trips_through_the_journal_format() -> None:

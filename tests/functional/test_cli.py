@@ -38,8 +38,7 @@ import pytest
 from pyroute2 import IPRoute
 
 from smartnic_vif.decisions.plan import Plan
-from smartnic_vif.host import executor, kernel
-from smartnic_vif.host.backend import Host
+from smartnic_vif.host import kernel
 from smartnic_vif.host.state import StateStore
 from smartnic_vif.sim.host import SimulatedHost
 from tests.fixtures.plugin import private_network_namespace
@@ -447,6 +446,10 @@ def test_attach_dry_run_changes_nothing(sim: Sim) -> None:
             assert f"VF {plan['vf_address']}" in text.stdout
             for step in plan["steps"]:
                 assert step["title"] in text.stdout
+            # Phases and lanes: the OVS transaction in a lane beside the VF's.
+            ovs = names.index("ovs_set_port")
+            assert [ovs] in plan["phases"][1] and len(plan["phases"][1]) == 2
+            assert "  phase 2, 2 lanes at the same time:\n    lane 1:\n" in text.stdout
         assert sim.ovs_ports(port_id) == []
     sim.assert_unchanged(before)
     assert sim.status()["ports"] == []
@@ -897,9 +900,8 @@ def test_killed_attach_is_undone_by_reconcile_after_every_step(sim: Sim) -> None
     dry = sim.attach("virtio-forwarder", new_id(), mac, "--dry-run")["plan"]
     steps = len(dry["steps"])
     assert steps >= 5, dry
-    # Journalled with the claim: the steps that start with the plan and
-    # those that follow them in the same privileged round trip.
-    first_wave = executor.first_horizon(Plan.from_dict(dry), Host)
+    # Journalled with the claim: the steps of the plan's first phase.
+    first_wave = Plan.from_dict(dry).journal_mark(0)
     assert 0 < first_wave <= steps, dry
     vf = dry["vf_address"]
     representor = sim.vf_row(vf)["representor"]

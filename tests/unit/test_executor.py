@@ -1,4 +1,4 @@
-"""The executor: order, overlap, write-ahead progress and rollback.
+"""The executor: phases in order, lanes side by side, write-ahead progress and rollback.
 
 A recording backend stands in for the host; steps that must overlap meet at a
 barrier (a strictly sequential run would break it), so nothing here depends
@@ -57,54 +57,53 @@ class Recorder:
         return [n for k, n in self.events if k == "end"]
 
 
-def step(name: str, after: tuple[int, ...] | None = None, op: str = "work") -> Step:
-    return Step(name, Operation(op, {"name": name}), Operation("rollback", {"name": name}),
-                after=after)
+def step(name: str, op: str = "work") -> Step:
+    return Step(name, Operation(op, {"name": name}), Operation("rollback", {"name": name}))
 
 
 def plan(*steps: Step) -> Plan:
+    """One lane: the steps in order."""
     return Plan("plug", "port-1", "passthrough", tuple(steps))
+
+
+def phased(*phases: list[list[Step]]) -> Plan:
+    return Plan.phased("plug", "port-1", "passthrough", phases)
 
 
 def run(p: Plan, rec: Recorder) -> None:
     executor.execute(p, rec, on_progress=rec.progress.append)
 
 
-def test_a_plan_without_dependencies_runs_in_order_on_the_calling_thread() -> None:
+def test_a_plan_of_one_lane_runs_in_order_on_the_calling_thread() -> None:
     rec = Recorder()
     run(plan(step("a"), step("b"), step("c")), rec)
     assert rec.ended() == ["a", "b", "c"]
     assert set(rec.threads.values()) == {threading.get_ident()}
-    # One chain, one unit: journalled once, before a starts.
+    # One phase: journalled once, before a starts.
     assert rec.progress == [3]
 
 
-def test_independent_steps_run_at_the_same_time() -> None:
+def test_the_lanes_of_a_phase_run_at_the_same_time() -> None:
     rec = Recorder()
     # Each "meet" step waits at a barrier for the other: run one after the
     # other, the first would time out and fail the plan.
-    run(plan(step("x", after=(), op="meet"), step("y", after=(), op="meet")), rec)
+    run(phased([[step("x", op="meet")], [step("y", op="meet")]]), rec)
     assert sorted(rec.ended()) == ["x", "y"]
     # Both were journalled as started before either ran.
     assert rec.progress == [2]
 
 
-def test_a_long_step_never_holds_back_a_step_that_does_not_need_it() -> None:
+def test_each_lane_goes_at_its_own_pace() -> None:
     rec = Recorder()
-    # "long" waits at the barrier for "late", which can start only once
-    # "short" is done. Were "long" run on the scheduling thread, "late"
-    # could not start before "long" ended, and the barrier would break.
-    run(plan(step("short", after=()), step("long", after=(), op="meet"),
-             step("late", after=(0,), op="meet")), rec)
+    # "long" waits at the barrier for "late", which comes after "short" in
+    # the other lane: the lanes do not wait for each other step by step.
+    run(phased([[step("short"), step("late", op="meet")], [step("long", op="meet")]]), rec)
     assert sorted(rec.ended()) == ["late", "long", "short"]
 
 
-def test_a_step_that_needs_only_one_running_unit_carries_on_on_its_thread() -> None:
+def test_the_first_lane_runs_on_the_calling_thread_and_the_others_on_one_thread_each() -> None:
     rec = Recorder()
-    # "chain" and "side" start together; "next" needs only "chain". It runs
-    # on chain's thread right after it (no thread has to pass on chain's
-    # end), and the calling thread runs "side" itself.
-    run(plan(step("chain", after=()), step("side", after=()), step("next", after=(0,))), rec)
+    run(phased([[step("side")], [step("chain"), step("next")]]), rec)
     assert sorted(rec.ended()) == ["chain", "next", "side"]
     here = threading.get_ident()
     assert rec.threads["chain"] == rec.threads["next"] != here
@@ -113,28 +112,17 @@ def test_a_step_that_needs_only_one_running_unit_carries_on_on_its_thread() -> N
     assert rec.progress == [3]
 
 
-def test_a_unit_never_carries_on_with_one_of_two_steps_that_need_it() -> None:
+def test_a_phase_starts_once_every_lane_of_the_phase_before_has_ended() -> None:
     rec = Recorder()
-    # "b" and "c" both need only "a" and meet at a barrier: were "b" run on
-    # a's thread after it, "c" could start only once that thread ended, and
-    # the barrier would break.
-    run(plan(step("a", after=()), step("b", after=(0,), op="meet"),
-             step("c", after=(0,), op="meet")), rec)
-    assert sorted(rec.ended()) == ["a", "b", "c"]
-
-
-def test_a_step_starts_only_after_the_steps_it_names() -> None:
-    rec = Recorder()
-    run(plan(step("vf", after=()), step("bridge", after=()), step("port", after=(1,)),
-             step("relay", after=(0,)), step("hook")), rec)
+    run(phased([[step("vf")], [step("bridge"), step("port")]], [[step("relay")]],
+               [[step("hook")]]), rec)
     order = rec.ended()
-    assert order.index("bridge") < order.index("port")
     assert order.index("vf") < order.index("relay")
-    assert order[-1] == "hook"  # no "after": it waits for every earlier step
-    assert rec.progress == sorted(rec.progress) and rec.progress[-1] == 5
+    assert order.index("port") < order.index("relay") < order.index("hook")
+    assert rec.progress == [3, 4, 5]
 
 
-def test_progress_is_written_before_the_step_it_covers_starts() -> None:
+def test_progress_is_written_before_the_phase_it_covers_starts() -> None:
     rec = Recorder()
     seen: dict[str, int] = {}
 
@@ -144,44 +132,38 @@ def test_progress_is_written_before_the_step_it_covers_starts() -> None:
             super().work(name)
 
     checking = Checking()
-    executor.execute(plan(step("a"), step("b", after=()), step("c", after=(0,))), checking,
+    executor.execute(phased([[step("a")]], [[step("b")], [step("c")]]), checking,
                      on_progress=rec.progress.append)
-    assert seen["a"] >= 1 and seen["b"] >= 2 and seen["c"] >= 3
+    assert seen == {"a": 1, "b": 3, "c": 3}
 
 
-def test_a_step_with_nothing_to_undo_needs_no_journal_write_of_its_own() -> None:
+def test_a_phase_with_nothing_to_undo_needs_no_journal_write_of_its_own() -> None:
     check = Step("check", Operation("work", {"name": "check"}))  # no undo
     rec = Recorder()
-    p = plan(step("a"), step("b"), check)
-    # a starts alone; b (needs a) and check (nothing to undo) are written
-    # ahead with it: one write for the whole plan.
-    assert p.journal_horizon([0]) == 3
+    p = phased([[step("a")]], [[step("b")]], [[check]])
+    # b's phase is journalled with the check's, which restores nothing.
+    assert [p.journal_mark(k) for k in range(3)] == [1, 3, 3]
     run(p, rec)
-    assert rec.ended() == ["a", "b", "check"] and rec.progress == [3]
-    # With an undo, the last step is not written ahead of b.
-    assert plan(step("a"), step("b"), step("c")).journal_horizon([0]) == 2
+    assert rec.ended() == ["a", "b", "check"] and rec.progress == [1, 3]
+    # With an undo, the last phase has a write of its own.
+    assert phased([[step("a")]], [[step("b")]], [[step("c")]]).journal_mark(1) == 2
 
 
 def test_steps_the_caller_journalled_as_started_are_not_written_again() -> None:
     rec = Recorder()
-    p = plan(step("vf", after=()), step("port", after=()), step("bind", after=(0,)),
-             step("relay", after=(1, 2)), step("hook"))
-    first = executor.first_horizon(p, rec)
-    # vf and port start with the plan, bind on vf's thread right after it;
-    # the relay, which needs only those, is written ahead with them.
-    assert first == 4
+    p = phased([[step("vf"), step("bind")], [step("port")]], [[step("relay")]])
+    first = p.journal_mark(0)
+    assert first == 3
     executor.execute(p, rec, on_progress=rec.progress.append, started=first)
-    assert sorted(rec.ended()) == ["bind", "hook", "port", "relay", "vf"]
-    # Only the hook lies beyond what the caller recorded; it is journalled
-    # once, when the relay starts.
-    assert rec.progress == [5]
+    assert sorted(rec.ended()) == ["bind", "port", "relay", "vf"]
+    # Only the relay lies beyond what the caller recorded.
+    assert rec.progress == [4]
 
 
 def test_a_failure_undoes_every_started_step_last_first_and_starts_no_more() -> None:
     rec = Recorder()
     rec.fail.add("port")
-    p = plan(step("vf", after=()), step("link", after=()), step("bridge", after=()),
-             step("port", after=(2,)), step("relay", after=(3,)))
+    p = phased([[step("vf")]], [[step("link"), step("bridge"), step("port"), step("relay")]])
     with pytest.raises(PlanStepFailed) as caught:
         run(p, rec)
     assert caught.value.step == "port"
@@ -193,10 +175,10 @@ def test_a_failure_undoes_every_started_step_last_first_and_starts_no_more() -> 
     assert rec.progress[-1] == 0  # the undo completed: nothing is left started
 
 
-def test_a_failure_beside_running_steps_waits_for_them_and_undoes_them_too() -> None:
+def test_a_failure_beside_running_lanes_waits_for_them_and_undoes_them_too() -> None:
     rec = Recorder()
     rec.fail.add("y")
-    p = plan(step("a"), step("x", after=(0,), op="meet"), step("y", after=(0,), op="meet"))
+    p = phased([[step("a")]], [[step("x", op="meet")], [step("y", op="meet")]])
     with pytest.raises(PlanStepFailed) as caught:
         run(p, rec)
     assert caught.value.step == "y"
@@ -212,20 +194,23 @@ def test_an_error_without_a_message_is_named_by_its_type() -> None:
         executor.execute(plan(step("a")), Silent())
 
 
-def test_plans_refuse_dependencies_on_later_steps_and_round_trip_them() -> None:
-    with pytest.raises(ValueError, match="step 1 .* earlier steps"):
-        plan(step("a", after=(0,)))
-    with pytest.raises(ValueError, match="step 2"):
-        plan(step("a"), step("b", after=(2,)))
-    p = plan(step("a"), step("b", after=()), step("c", after=(0, 1)), step("d"))
+def test_plans_refuse_bad_layouts_round_trip_and_print_phases_and_lanes() -> None:
+    a, b, c, d = step("a"), step("b"), step("c"), step("d")
+    with pytest.raises(ValueError, match="do not lay out steps 1 to 2 in order"):
+        Plan("plug", "port-1", "passthrough", (a, b), phases=(((1,), (0,)),))
+    with pytest.raises(ValueError, match="each once"):
+        Plan("plug", "port-1", "passthrough", (a, b), phases=(((0,),),))
+    with pytest.raises(ValueError, match="no empty lane"):
+        Plan("plug", "port-1", "passthrough", (a,), phases=(((0,), ()),))
+    p = phased([[a]], [[b, c], [d]])
+    assert p.steps == (a, b, c, d) and p.phases == (((0,),), ((1, 2), (3,)))
     again = Plan.from_dict(p.to_dict())
     assert again == p
-    assert [again.needs(i) for i in range(4)] == [
-        frozenset(), frozenset(), frozenset({0, 1}), frozenset({0, 1, 2})]
     text = p.describe()
-    assert "2. b  [starts with the plan]" in text
-    assert "3. c  [after 1, 2]" in text
-    assert "4. d\n" in text
+    assert "  phase 1:\n    1. a\n" in text
+    assert "  phase 2, 2 lanes at the same time:\n    lane 1:\n      2. b\n" in text
+    assert "    lane 2:\n      4. d\n" in text
+    assert "undo: rollback(name='d')" in text
 
 
 def test_unknown_operations_are_refused_before_anything_runs() -> None:
@@ -272,53 +257,54 @@ class Grouping(Recorder):
         return outcomes
 
 
-def gstep(name: str, after: tuple[int, ...] | None = None, op: str = "priv") -> Step:
+def gstep(name: str, op: str = "priv") -> Step:
     undo = "unpriv" if op == "priv" else "rollback"
-    return Step(name, Operation(op, {"name": name}), Operation(undo, {"name": name}), after=after)
+    return Step(name, Operation(op, {"name": name}), Operation(undo, {"name": name}))
 
 
 def forwarder_like() -> Plan:
-    # vf -> bind -> relay, link beside them, port beside all: the shape of a
-    # forwarder plug.
-    return plan(gstep("vf", after=()), gstep("bind", after=(0,)), gstep("link", after=()),
-                gstep("port", after=(), op="work"), gstep("relay", after=(1,), op="work"))
+    # The shape of a forwarder plug's second phase: the representor, the
+    # VF's driver and settings (privileged), then the relay; the OVS port in
+    # a lane beside them.
+    return phased([[gstep("link"), gstep("vf"), gstep("bind"), gstep("relay", op="work")],
+                   [gstep("port", op="work")]])
 
 
-def test_groupable_steps_that_start_together_or_in_a_chain_go_in_one_call() -> None:
+def test_neighbouring_groupable_steps_of_a_lane_go_in_one_call() -> None:
     rec = Grouping()
     executor.execute(forwarder_like(), rec, on_progress=rec.progress.append)
-    # vf and link start with the plan; bind needs only vf, so it follows it
-    # in the same call. The OVS-like and relay steps are called one by one.
-    assert rec.groups == [(["vf", "bind", "link"], False)]
+    # link, vf and bind go in one call; the relay and the OVS-like step are
+    # called one by one.
+    assert rec.groups == [(["link", "vf", "bind"], False)]
     assert sorted(rec.ended()) == ["bind", "link", "port", "relay", "vf"]
     order = rec.ended()
-    assert order.index("vf") < order.index("bind") < order.index("relay")
-    # bind, and the relay that follows it, were journalled before the call.
+    assert order.index("link") < order.index("vf") < order.index("bind") < order.index("relay")
     assert rec.progress == [5]
-    assert executor.first_horizon(forwarder_like(), rec) == 5
 
 
 def test_a_failure_inside_a_group_stops_the_rest_of_it_and_undoes_all_of_it() -> None:
     rec = Grouping()
-    rec.fail.add("bind")
+    rec.fail.add("vf")
+    p = phased([[gstep("port", op="work")]],
+               [[gstep("link"), gstep("vf"), gstep("bind"), gstep("relay", op="work")]])
     with pytest.raises(PlanStepFailed) as caught:
-        executor.execute(forwarder_like(), rec, on_progress=rec.progress.append)
-    assert caught.value.step == "bind"
-    assert ("start", "link") not in rec.events  # after bind in the group: never started
+        executor.execute(p, rec, on_progress=rec.progress.append)
+    assert caught.value.step == "vf"
+    assert ("start", "bind") not in rec.events  # after vf in the call: never started
     assert ("start", "relay") not in rec.events
-    # Undone last first: the port alone, then the whole call in one.
-    assert [n for k, n in rec.events if k == "undo"] == ["port", "link", "bind", "vf"]
-    assert rec.groups[-1] == (["link", "bind", "vf"], True)
+    # Undone last first: the whole call in one, then the port alone.
+    assert [n for k, n in rec.events if k == "undo"] == ["bind", "vf", "link", "port"]
+    assert rec.groups[-1] == (["bind", "vf", "link"], True)
 
 
 def test_undo_groups_neighbouring_groupable_undos_in_reverse_and_keeps_going() -> None:
     rec = Grouping()
-    rec.fail.add("undo link")
+    rec.fail.add("undo vf")
     p = forwarder_like()
     done = executor.undo(p.steps, rec)
-    assert [n for k, n in rec.events if k == "undo"] == ["relay", "port", "link", "bind", "vf"]
-    assert rec.groups == [(["link", "bind", "vf"], True)]
-    assert done.errors == ["link: undo of link broke"] and done.warnings == []
+    assert [n for k, n in rec.events if k == "undo"] == ["port", "relay", "bind", "vf", "link"]
+    assert rec.groups == [(["bind", "vf", "link"], True)]
+    assert done.errors == ["vf: undo of vf broke"] and done.warnings == []
 
 
 class Remote:
@@ -391,18 +377,16 @@ class Starting(Grouping):
         return Remote(work, time.monotonic() + 10)
 
 
-def rstep(name: str, after: tuple[int, ...] | None = None) -> Step:
-    return Step(name, Operation("remote", {"name": name}), Operation("rollback", {"name": name}),
-                after=after)
+def rstep(name: str) -> Step:
+    return Step(name, Operation("remote", {"name": name}), Operation("rollback", {"name": name}))
 
 
-def test_a_begun_step_works_elsewhere_while_the_others_run_on_the_calling_thread() -> None:
+def test_a_begun_lane_works_elsewhere_while_another_runs_on_the_calling_thread() -> None:
     rec = Starting()
     rec.meeting.add("port")
     # The port's work and the chain meet at a barrier: had the executor
     # waited for the port before running the chain, neither would end.
-    p = plan(gstep("vf", after=()), rstep("port", after=()),
-             gstep("chain", after=(0,), op="meet"))
+    p = phased([[gstep("vf"), gstep("chain", op="meet")], [rstep("port")]])
     executor.execute(p, rec, on_progress=rec.progress.append)
     assert sorted(rec.ended()) == ["chain", "port", "vf"]
     me = threading.get_ident()
@@ -414,21 +398,21 @@ def test_a_begun_step_works_elsewhere_while_the_others_run_on_the_calling_thread
 def test_a_begun_step_that_fails_is_reported_and_the_rest_undone() -> None:
     rec = Starting()
     rec.fail.add("port")
-    p = plan(gstep("vf", after=()), rstep("port", after=()), gstep("link", after=(0,)))
+    p = phased([[gstep("vf"), gstep("link")], [rstep("port")]])
     with pytest.raises(PlanStepFailed) as caught:
         executor.execute(p, rec, on_progress=rec.progress.append)
     assert caught.value.step == "port"
     assert "port broke" in str(caught.value)
     # vf and link ran (they did not wait for the port); the port, which
     # never ended, is undone with them.
-    assert [n for k, n in rec.events if k == "undo"] == ["link", "port", "vf"]
+    assert [n for k, n in rec.events if k == "undo"] == ["port", "link", "vf"]
     assert rec.progress[-1] == 0
 
 
 def test_a_step_that_cannot_begin_starts_nothing_else() -> None:
     rec = Starting()
     rec.fail.add("begin port")
-    p = plan(gstep("vf", after=()), rstep("port", after=()), gstep("link", after=()))
+    p = phased([[gstep("vf")], [rstep("port")], [gstep("link")]])
     with pytest.raises(PlanStepFailed, match="refused before anything was sent") as caught:
         executor.execute(p, rec)
     assert caught.value.step == "port"
@@ -439,7 +423,7 @@ def test_a_failure_beside_a_begun_step_waits_for_it_and_undoes_it() -> None:
     rec = Starting()
     rec.fail.add("vf")
     rec.wait_for_failure.add("port")  # still at work when vf fails
-    p = plan(gstep("vf", after=()), rstep("port", after=()))
+    p = phased([[gstep("vf")], [rstep("port")]])
     with pytest.raises(PlanStepFailed) as caught:
         executor.execute(p, rec)
     assert caught.value.step == "vf"
@@ -450,7 +434,7 @@ def test_a_failure_beside_a_begun_step_waits_for_it_and_undoes_it() -> None:
 def test_a_begun_step_that_never_reports_fails_at_its_deadline() -> None:
     rec = Starting()
     rec.silent.add("port")
-    p = plan(gstep("vf", after=()), rstep("port", after=()))
+    p = phased([[gstep("vf")], [rstep("port")]])
     with pytest.raises(PlanStepFailed, match="no answer before the deadline") as caught:
         executor.execute(p, rec)
     assert caught.value.step == "port"
@@ -481,7 +465,7 @@ def test_a_group_call_that_fails_as_a_whole_undoes_every_member() -> None:
             return super().call_group(ops, keep_going)
 
     rec = Broken()
-    p = plan(gstep("vf", after=()), gstep("link", after=()))
+    p = phased([[gstep("vf"), gstep("link")]])
     with pytest.raises(PlanStepFailed, match="privileged helper gone"):
         executor.execute(p, rec)
     assert [n for k, n in rec.events if k == "undo"] == ["link", "vf"]
@@ -500,7 +484,7 @@ def test_an_undo_of_something_gone_is_a_warning_not_an_error() -> None:
     rec.fail.add("undo vf")
     done = executor.undo(forwarder_like().steps, rec)
     # Every undo ran, the missing link's as a warning, the broken one as an error.
-    assert [n for k, n in rec.events if k == "undo"] == ["relay", "port", "link", "bind", "vf"]
+    assert [n for k, n in rec.events if k == "undo"] == ["port", "relay", "bind", "vf", "link"]
     assert done.warnings == ["link: network device tap1 (nor eth3) does not exist"]
     assert done.errors == ["vf: undo of vf broke"]
 
