@@ -238,9 +238,10 @@ def discover(root: str = "/") -> Inventory:
     # A VF's netdev: the first by name of those whose device it is, as the
     # VF's own net/ directory would list them.
     vf_netdevs: dict[str, list[str]] = {}
-    for nd in sorted(netdevs.values(), key=lambda nd: nd.name):
-        if nd.device in listed:
-            vf_netdevs.setdefault(nd.device, []).append(nd.name)
+    for name in sorted(netdevs):
+        device = netdevs[name].device
+        if device in listed:
+            vf_netdevs.setdefault(device, []).append(name)
     vf_port_candidates: dict[tuple[str, int], list[tuple[_Netdev, VfPortName]]] = {}
     for nd in netdevs.values():
         if nd.switch_id and nd.port_name and (parsed := parse_vf_port_name(nd.port_name)):
