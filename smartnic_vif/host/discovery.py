@@ -243,9 +243,11 @@ def discover(root: str = "/") -> Inventory:
         if device in listed:
             vf_netdevs.setdefault(device, []).append(name)
     vf_port_candidates: dict[tuple[str, int], list[tuple[_Netdev, VfPortName]]] = {}
-    for nd in netdevs.values():
-        if nd.switch_id and nd.port_name and (parsed := parse_vf_port_name(nd.port_name)):
-            vf_port_candidates.setdefault((nd.switch_id, parsed.vf), []).append((nd, parsed))
+    for candidate in netdevs.values():
+        if (candidate.switch_id and candidate.port_name
+                and (parsed := parse_vf_port_name(candidate.port_name))):
+            vf_port_candidates.setdefault((candidate.switch_id, parsed.vf), []).append(
+                (candidate, parsed))
 
     raw_pfs = []
     for address, path, total, virtfns in found:
