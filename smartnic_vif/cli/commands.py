@@ -46,12 +46,6 @@ def register(sub: Any) -> None:
     b.add_argument("--dir", required=True)
     b.set_defaults(handler=cmd_sim_reboot)
 
-    from smartnic_vif.cli import demo, health, ports
-
-    ports.register(sub)
-    health.register(sub)
-    demo.register(sub)
-
 
 def inventory_rows(inventory: Any, claims: dict[str, str]) -> list[dict[str, Any]]:
     rows = []

@@ -45,6 +45,7 @@ import logging
 import os
 import queue
 import re
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -53,7 +54,19 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from ovs import jsonrpc, poller, stream
+# python-ovs's poller imports eventlet, if installed, only to ask whether it
+# has monkey-patched select (then it works around an old eventlet bug). That
+# import costs a read command ~0.1 s. A process that has not loaded eventlet
+# by now has not patched anything with it (the CLI runs oslo.service's
+# threading backend; nova-compute patches before loading plugins), so the
+# poller is told there is none: the import fails, as without eventlet.
+if "eventlet" not in sys.modules and "ovs.poller" not in sys.modules:
+    sys.modules["eventlet"] = None  # type: ignore[assignment]
+    try:
+        from ovs import poller
+    finally:
+        del sys.modules["eventlet"]
+from ovs import jsonrpc, poller, stream  # noqa: E402 - after the block above
 from ovsdbapp import exceptions as ovsdbapp_exc
 from ovsdbapp.backend.ovs_idl import command as ovsdbapp_cmd
 from ovsdbapp.backend.ovs_idl import connection as ovsdbapp_conn
