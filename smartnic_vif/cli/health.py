@@ -256,7 +256,6 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
 
 # -- doctor --------------------------------------------------------------------------------
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from smartnic_vif.decisions.devspec import first_match
     from smartnic_vif.host.discovery import discover
 
     group = load_config(args)
@@ -311,7 +310,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         _check_unexplained(group, check, inventory)
     specs_text = list(group.pci_device_spec or [])
     if inventory is not None and specs_text:
-        from smartnic_vif.decisions.devspec import parse_device_specs
+        from smartnic_vif.decisions.devspec import first_match, parse_device_specs
 
         try:
             specs = parse_device_specs(specs_text)

@@ -973,13 +973,21 @@ def _port_infos(
     port just written there), which spares a walk over every bridge's ports.
     Must be called with the connection lock held."""
     # Port names are unique in OVSDB.
-    bridge_of: dict[str, str] = dict(bridges) if bridges is not None else {
-        p.name: br.name for br in api.tables["Bridge"].rows.values() for p in br.ports
-    }
     if names is not None:
         ports = [r for r in (_row(api, "Port", n) for n in sorted(names)) if r is not None]
     else:
         ports = sorted(api.tables["Port"].rows.values(), key=lambda r: r.name)
+    if bridges is not None:
+        bridge_of: dict[str, str] = dict(bridges)
+    elif names is None:
+        bridge_of = {p.name: br.name for br in api.tables["Bridge"].rows.values()
+                     for p in br.ports}
+    else:
+        # A few ports (get_port, once per plugged port in status): find their
+        # bridges by row, without reading the name of every port on them.
+        wanted = set(ports)
+        bridge_of = {p.name: br.name for br in api.tables["Bridge"].rows.values()
+                     for p in wanted.intersection(br.ports)}
     result = []
     for p in ports:
         ifaces = list(p.interfaces)

@@ -8,7 +8,7 @@ plain values.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from smartnic_vif.model.errors import NotAVirtualFunction, NotFound, RepresentorNotFound
@@ -126,4 +126,22 @@ class Inventory:
         return None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """As ``dataclasses.asdict`` gives it, built directly: asdict deep-copies
+        every value, several times the cost on a host of 1,024 VFs."""
+        return _plain(self)
+
+
+def _plain(value: Any) -> Any:
+    """A dataclass of this module as dicts (tuples stay tuples)."""
+    if isinstance(value, tuple):
+        return tuple(_plain(v) for v in value)
+    names = _FIELDS.get(type(value))
+    if names is None:
+        return value
+    return {name: _plain(getattr(value, name)) for name in names}
+
+
+_FIELDS: dict[type, tuple[str, ...]] = {
+    cls: tuple(f.name for f in fields(cls))
+    for cls in (Representor, VirtualFunction, PhysicalFunction, Inventory)
+}
