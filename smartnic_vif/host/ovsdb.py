@@ -977,17 +977,7 @@ def _port_infos(
         ports = [r for r in (_row(api, "Port", n) for n in sorted(names)) if r is not None]
     else:
         ports = sorted(api.tables["Port"].rows.values(), key=lambda r: r.name)
-    if bridges is not None:
-        bridge_of: dict[str, str] = dict(bridges)
-    elif names is None:
-        bridge_of = {p.name: br.name for br in api.tables["Bridge"].rows.values()
-                     for p in br.ports}
-    else:
-        # A few ports (get_port, once per plugged port in status): find their
-        # bridges by row, without reading the name of every port on them.
-        wanted = set(ports)
-        bridge_of = {p.name: br.name for br in api.tables["Bridge"].rows.values()
-                     for p in wanted.intersection(br.ports)}
+    bridge_of = dict(bridges) if bridges is not None else _bridges_of_ports(api)
     result = []
     for p in ports:
         ifaces = list(p.interfaces)
@@ -1009,6 +999,19 @@ def _port_infos(
             )
         )
     return result
+
+
+def _bridges_of_ports(api: Any) -> dict[str, str]:
+    """Port name -> its bridge's name, kept until the replica changes: a
+    read of each plugged port (status) would otherwise walk every bridge's
+    ports each time (python-ovs converts and sorts a column on each read)."""
+    seqno = api.idl.change_seqno
+    kept = getattr(api, "_smartnic_bridges_of_ports", None)
+    if kept is not None and kept[0] == seqno:
+        return kept[1]
+    found = {p.name: br.name for br in api.tables["Bridge"].rows.values() for p in br.ports}
+    api._smartnic_bridges_of_ports = (seqno, found)
+    return found
 
 
 def _optional(value: Any) -> Any:
