@@ -38,9 +38,11 @@ floor transaction and per plug.
 
 Growth: with more ports than ``--block`` (64), each mode's plugs and floor
 transactions are also reported per block of 64 as the bridge grows (ports
-0-63, 64-127, ...): plug p50, floor p50, their ratio and that ratio over the
-first block's. ``--mode passthrough --ports 256`` runs passthrough alone on
-a bridge growing to 256 ports (the host then has 2 PFs of 256 VFs).
+0-63, 64-127, ...): plug p50, floor p50, their ratio, that ratio over the
+first block's, and this process's CPU per plug and per floor transaction
+(p50; what of the growth is our code's and what OVS's).
+``--mode passthrough --ports 256`` runs passthrough alone on a bridge
+growing to 256 ports (the host then has 2 PFs of 256 VFs).
 Usage (root): ``.venv/bin/python benchmarks/plug.py [--ports 64] [--rounds 3]
 [--mode all|stock|normal|passthrough|forwarder] [--block 64]``
 """
@@ -104,25 +106,29 @@ def cpu_ticks() -> dict[str, int]:
     return ticks
 
 
-def timed(fn: Callable[[], Any]) -> float:
-    t = time.perf_counter()
+def timed(fn: Callable[[], Any], cpu: list[float] | None = None) -> float:
+    """Wall ms of ``fn()``; with ``cpu``, also append this process's CPU ms
+    (all its threads: ovsdbapp's included)."""
+    t, c = time.perf_counter(), time.process_time()
     fn()
+    if cpu is not None:
+        cpu.append((time.process_time() - c) * 1000.0)
     return (time.perf_counter() - t) * 1000.0
 
 
 MODES = ("stock", "normal", "passthrough", "forwarder")
 
 
-def growth(plug: list[float], floor: list[float], n: int,
-           block: int) -> list[tuple[int, int, float, float]]:
-    """(first port, last port, plug p50, floor p50) per block of ``block``
-    ports; samples are in port order, ``n`` per round."""
+def growth(times: dict[str, list[float]], n: int, block: int) -> list[tuple[Any, ...]]:
+    """(first port, last port, then the p50 of plug, floor, plug CPU and
+    floor CPU here) per block of ``block`` ports; samples are in port
+    order, ``n`` per round."""
     rows = []
     for start in range(0, n, block):
         end = min(n, start + block)
-        pick = [i for i in range(len(plug)) if start <= i % n < end]
-        rows.append((start, end - 1, statistics.median(plug[i] for i in pick),
-                     statistics.median(floor[i] for i in pick)))
+        pick = [i for i in range(len(times["plug"])) if start <= i % n < end]
+        rows.append((start, end - 1, *(statistics.median(times[k][i] for i in pick)
+                                       for k in ("plug", "floor", "plug cpu", "floor cpu"))))
     return rows
 
 
@@ -139,10 +145,15 @@ def main() -> None:
     modes = MODES if args.mode == "all" else (args.mode,)
     # Twice as many VFs as ports (the floor's representors), at most 256 per
     # PF. A daemon with a relay slot per forwarder port (Debian's DPDK build
-    # has 32; the slots' number changes nothing else of a plug).
+    # has 32; the slots' number changes nothing else of a plug; the
+    # simulator has at most 128).
+    if "forwarder" in modes and n > 128:
+        parser.error(f"--ports {n}: the forwarder simulator has at most 128 relays; "
+                     "use --mode passthrough (or normal, stock)")
     pfs = -(-2 * n // 256)
     host = SimulatedHost.create(tempfile.mkdtemp(prefix="snv-bench-", dir="/tmp"),
-                                pfs=pfs, vfs_per_pf=-(-2 * n // pfs), max_relays=max(n, 32))
+                                pfs=pfs, vfs_per_pf=-(-2 * n // pfs),
+                                max_relays=min(max(n, 32), 128))
     taps: list[str] = []
     try:
         conf.register(cfg.CONF)
@@ -191,7 +202,8 @@ def main() -> None:
             unplug(0)  # warm-up, not counted
             floor_add(0)
             floor_del(0)
-            times: dict[str, list[float]] = {"plug": [], "unplug": [], "floor": []}
+            times: dict[str, list[float]] = {"plug": [], "unplug": [], "floor": [],
+                                             "plug cpu": [], "floor cpu": []}
             rounds: list[float] = []
             floor_ticks: dict[str, float] = {}
             plug_ticks: dict[str, float] = {}
@@ -200,14 +212,16 @@ def main() -> None:
                 for block in (("floor", "plug") if r % 2 == 0 else ("plug", "floor")):
                     if block == "floor":
                         before = cpu_ticks()
-                        got["floor"] += [timed(lambda i=i: floor_add(i)) for i in range(n)]
+                        got["floor"] += [timed(lambda i=i: floor_add(i), times["floor cpu"])
+                                         for i in range(n)]
                         add_ticks(floor_ticks, before)
                         for i in range(n):
                             floor_del(i)
                     else:
                         prepare()
                         before = cpu_ticks()
-                        got["plug"] += [timed(lambda i=i: plug(i)) for i in range(n)]
+                        got["plug"] += [timed(lambda i=i: plug(i), times["plug cpu"])
+                                        for i in range(n)]
                         add_ticks(plug_ticks, before)
                         for i in reversed(range(n)):
                             times["unplug"].append(timed(lambda i=i: unplug(i)))
@@ -305,13 +319,14 @@ def main() -> None:
             print(f"\nGrowth: per block of {args.block} ports as the bridge grows (all rounds;"
                   " plug and floor in their own blocks, as above)")
             print(f"{'mode':18} {'ports':>9} {'plug p50':>9} {'floor p50':>10}"
-                  f" {'p50/floor':>10} {'/first':>8}")
+                  f" {'p50/floor':>10} {'/first':>8} {'cpu here: plug':>15} {'floor':>7}")
             for name, t in results.items():
-                rows = growth(t["plug"], t["floor"], n, args.block)
+                rows = growth(t, n, args.block)
                 first = rows[0][2] / rows[0][3]
-                for start, end, plug50, floor50 in rows:
+                for start, end, plug50, floor50, plug_cpu, floor_cpu in rows:
                     print(f"{name:18} {f'{start}-{end}':>9} {plug50:9.2f} {floor50:10.2f}"
-                          f" {plug50 / floor50:10.2f} {plug50 / floor50 / first:8.2f}")
+                          f" {plug50 / floor50:10.2f} {plug50 / floor50 / first:8.2f}"
+                          f" {plug_cpu:15.2f} {floor_cpu:7.2f}")
         print("\nCPU in ms per floor transaction and per plug, over the blocks (all processes"
               " share the machine's cores; clock ticks)")
         whos = ["this process", "privsep helpers", "ovs-vswitchd", "ovsdb-server",
