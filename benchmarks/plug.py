@@ -35,7 +35,16 @@ it also plugs ports with os-vif's own ``ovs`` plugin.
 
 CPU per process (clock ticks) is measured over the blocks and printed per
 floor transaction and per plug.
-Usage (root): ``.venv/bin/python benchmarks/plug.py [--ports 64] [--rounds 3]``
+
+Growth: with more ports than ``--block`` (64), each mode's plugs and floor
+transactions are also reported per block of 64 as the bridge grows (ports
+0-63, 64-127, ...): plug p50, floor p50, their ratio, that ratio over the
+first block's, and this process's CPU per plug and per floor transaction
+(p50; what of the growth is our code's and what OVS's).
+``--mode passthrough --ports 256`` runs passthrough alone on a bridge
+growing to 256 ports (the host then has 2 PFs of 256 VFs).
+Usage (root): ``.venv/bin/python benchmarks/plug.py [--ports 64] [--rounds 3]
+[--mode all|stock|normal|passthrough|forwarder] [--block 64]``
 """
 
 from __future__ import annotations
@@ -97,22 +106,54 @@ def cpu_ticks() -> dict[str, int]:
     return ticks
 
 
-def timed(fn: Callable[[], Any]) -> float:
-    t = time.perf_counter()
+def timed(fn: Callable[[], Any], cpu: list[float] | None = None) -> float:
+    """Wall ms of ``fn()``; with ``cpu``, also append this process's CPU ms
+    (all its threads: ovsdbapp's included)."""
+    t, c = time.perf_counter(), time.process_time()
     fn()
+    if cpu is not None:
+        cpu.append((time.process_time() - c) * 1000.0)
     return (time.perf_counter() - t) * 1000.0
+
+
+MODES = ("stock", "normal", "passthrough", "forwarder")
+
+
+def growth(times: dict[str, list[float]], n: int, block: int) -> list[tuple[Any, ...]]:
+    """(first port, last port, then the p50 of plug, floor, plug CPU and
+    floor CPU here) per block of ``block`` ports; samples are in port
+    order, ``n`` per round."""
+    rows = []
+    for start in range(0, n, block):
+        end = min(n, start + block)
+        pick = [i for i in range(len(times["plug"])) if start <= i % n < end]
+        rows.append((start, end - 1, *(statistics.median(times[k][i] for i in pick)
+                                       for k in ("plug", "floor", "plug cpu", "floor cpu"))))
+    return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--ports", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--mode", choices=("all", *MODES), default="all",
+                        help="run one mode alone (default: all four)")
+    parser.add_argument("--block", type=int, default=64,
+                        help="report growth per block of this many ports (default 64)")
     args = parser.parse_args()
     n = args.ports
-    # A daemon with a relay slot per forwarder port (Debian's DPDK build has
-    # 32; the slots' number changes nothing else of a plug).
+    modes = MODES if args.mode == "all" else (args.mode,)
+    # Twice as many VFs as ports (the floor's representors), at most 256 per
+    # PF. A daemon with a relay slot per forwarder port (Debian's DPDK build
+    # has 32; the slots' number changes nothing else of a plug; the
+    # simulator has at most 128).
+    if "forwarder" in modes and n > 128:
+        parser.error(f"--ports {n}: the forwarder simulator has at most 128 relays; "
+                     "use --mode passthrough (or normal, stock)")
+    pfs = -(-2 * n // 256)
     host = SimulatedHost.create(tempfile.mkdtemp(prefix="snv-bench-", dir="/tmp"),
-                                pfs=1, vfs_per_pf=2 * n, max_relays=max(n, 32))
+                                pfs=pfs, vfs_per_pf=-(-2 * n // pfs),
+                                max_relays=min(max(n, 32), 128))
     taps: list[str] = []
     try:
         conf.register(cfg.CONF)
@@ -161,7 +202,8 @@ def main() -> None:
             unplug(0)  # warm-up, not counted
             floor_add(0)
             floor_del(0)
-            times: dict[str, list[float]] = {"plug": [], "unplug": [], "floor": []}
+            times: dict[str, list[float]] = {"plug": [], "unplug": [], "floor": [],
+                                             "plug cpu": [], "floor cpu": []}
             rounds: list[float] = []
             floor_ticks: dict[str, float] = {}
             plug_ticks: dict[str, float] = {}
@@ -170,14 +212,16 @@ def main() -> None:
                 for block in (("floor", "plug") if r % 2 == 0 else ("plug", "floor")):
                     if block == "floor":
                         before = cpu_ticks()
-                        got["floor"] += [timed(lambda i=i: floor_add(i)) for i in range(n)]
+                        got["floor"] += [timed(lambda i=i: floor_add(i), times["floor cpu"])
+                                         for i in range(n)]
                         add_ticks(floor_ticks, before)
                         for i in range(n):
                             floor_del(i)
                     else:
                         prepare()
                         before = cpu_ticks()
-                        got["plug"] += [timed(lambda i=i: plug(i)) for i in range(n)]
+                        got["plug"] += [timed(lambda i=i: plug(i), times["plug cpu"])
+                                        for i in range(n)]
                         add_ticks(plug_ticks, before)
                         for i in reversed(range(n)):
                             times["unplug"].append(timed(lambda i=i: unplug(i)))
@@ -224,8 +268,9 @@ def main() -> None:
 
         stock = [ovs_vif(i, "ovs") for i in range(n)]
         ours_normal = [ovs_vif(i, "smartnic") for i in range(n)]
-        run("normal", lambda i: os_vif.plug(ours_normal[i], inst),
-            lambda i: os_vif.unplug(ours_normal[i], inst), make_taps)
+        if "normal" in modes:
+            run("normal", lambda i: os_vif.plug(ours_normal[i], inst),
+                lambda i: os_vif.unplug(ours_normal[i], inst), make_taps)
 
         passthrough = [o.vif.VIFHostDevice(
             id=ids[i], address=macs[i], network=net, plugin="smartnic", dev_type="ethernet",
@@ -233,8 +278,9 @@ def main() -> None:
             port_profile=VIFPortProfilePassthrough(
                 interface_id=ids[i], representor_address=vfs[i].address))
             for i in range(n)]
-        run("passthrough", lambda i: os_vif.plug(passthrough[i], inst),
-            lambda i: os_vif.unplug(passthrough[i], inst))
+        if "passthrough" in modes:
+            run("passthrough", lambda i: os_vif.plug(passthrough[i], inst),
+                lambda i: os_vif.unplug(passthrough[i], inst))
 
         forwarder = [o.vif.VIFVHostUser(
             id=ids[i], address=macs[i], network=net, plugin="smartnic", vif_name=taps[i],
@@ -242,28 +288,45 @@ def main() -> None:
             port_profile=VIFPortProfileForwarder(
                 interface_id=ids[i], representor_address=vfs[i].address))
             for i in range(n)]
-        run("forwarder", lambda i: os_vif.plug(forwarder[i], inst),
-            lambda i: os_vif.unplug(forwarder[i], inst))
+        if "forwarder" in modes:
+            run("forwarder", lambda i: os_vif.plug(forwarder[i], inst),
+                lambda i: os_vif.unplug(forwarder[i], inst))
         # Last: os-vif's stock plugin opens an OVSDB connection of its own
         # that replicates every Interface column and stays open; its thread
         # then competes with whatever runs after (see the docstring).
-        run("stock ovs plugin", lambda i: os_vif.plug(stock[i], inst),
-            lambda i: os_vif.unplug(stock[i], inst), make_taps)
+        if "stock" in modes:
+            run("stock ovs plugin", lambda i: os_vif.plug(stock[i], inst),
+                lambda i: os_vif.unplug(stock[i], inst), make_taps)
 
-        stock_p50 = statistics.median(results["stock ovs plugin"]["plug"])
+        stock_p50 = (statistics.median(results["stock ovs plugin"]["plug"])
+                     if "stock ovs plugin" in results else None)
         print(f"{n} ports per mode, {args.rounds} rounds, times in ms (warm: one plug/unplug"
               " before measuring; floor and plugs in alternating blocks)")
         print(f"{'mode':18} {'plug p50':>9} {'plug p95':>9} {'unplug p50':>11} {'unplug p95':>11}"
               f" {'floor p50':>10} {'p50/floor':>10} {'rounds':>11} {'interleaved':>12}"
               f" {'p50/stock':>10}")
-        for name in ["stock ovs plugin", "normal", "passthrough", "forwarder"]:
+        for name in [m for m in ["stock ovs plugin", "normal", "passthrough", "forwarder"]
+                     if m in results]:
             t = results[name]
             p50, floor50 = statistics.median(t["plug"]), statistics.median(t["floor"])
             low, high, interleaved = spread[name]
             print(f"{name:18} {p50:9.2f} {pct(t['plug'], .95):9.2f}"
                   f" {statistics.median(t['unplug']):11.2f} {pct(t['unplug'], .95):11.2f}"
                   f" {floor50:10.2f} {p50 / floor50:10.2f} {f'{low:.2f}-{high:.2f}':>11}"
-                  f" {interleaved:12.2f} {p50 / stock_p50:10.2f}")
+                  f" {interleaved:12.2f}"
+                  + (f" {p50 / stock_p50:10.2f}" if stock_p50 else f" {'-':>10}"))
+        if n > args.block:
+            print(f"\nGrowth: per block of {args.block} ports as the bridge grows (all rounds;"
+                  " plug and floor in their own blocks, as above)")
+            print(f"{'mode':18} {'ports':>9} {'plug p50':>9} {'floor p50':>10}"
+                  f" {'p50/floor':>10} {'/first':>8} {'cpu here: plug':>15} {'floor':>7}")
+            for name, t in results.items():
+                rows = growth(t, n, args.block)
+                first = rows[0][2] / rows[0][3]
+                for start, end, plug50, floor50, plug_cpu, floor_cpu in rows:
+                    print(f"{name:18} {f'{start}-{end}':>9} {plug50:9.2f} {floor50:10.2f}"
+                          f" {plug50 / floor50:10.2f} {plug50 / floor50 / first:8.2f}"
+                          f" {plug_cpu:15.2f} {floor_cpu:7.2f}")
         print("\nCPU in ms per floor transaction and per plug, over the blocks (all processes"
               " share the machine's cores; clock ticks)")
         whos = ["this process", "privsep helpers", "ovs-vswitchd", "ovsdb-server",

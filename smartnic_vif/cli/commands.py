@@ -67,12 +67,6 @@ def register(sub: Any) -> None:
                    help="only this PF (repeatable; implies --eswitch)")
     o.set_defaults(handler=cmd_sim_set_offload)
 
-    from smartnic_vif.cli import demo, health, ports
-
-    ports.register(sub)
-    health.register(sub)
-    demo.register(sub)
-
 
 def inventory_rows(inventory: Any, claims: dict[str, str]) -> list[dict[str, Any]]:
     rows = []

@@ -16,7 +16,7 @@ from typing import Any
 
 from smartnic_vif.cli import render
 from smartnic_vif.cli.main import EXIT_FAILED, EXIT_OK, UsageError, load_config
-from smartnic_vif.cli.ports import Session, vif_from_record
+from smartnic_vif.cli.ports import ReadSession, Session, vif_from_record
 from smartnic_vif.model.errors import SmartNICError
 
 
@@ -45,12 +45,23 @@ def register(sub: Any) -> None:
 
 
 # -- status / reconcile ----------------------------------------------------------------
-def port_status(session: Session, record: Any) -> dict[str, Any]:
-    """One claim checked against the host; ``drift`` lists what disagrees."""
-    vif = vif_from_record(record) if "vif" in record.request else None
-    mac = str(vif.address) if vif is not None else record.request.get("mac")
+def _vif_data(record: Any) -> dict[str, Any] | None:
+    """The fields of the VIF an attach journalled (its os-vif primitive),
+    read as stored: a read need not load os-vif to know a MAC and a path."""
+    vif = record.request.get("vif")
+    return dict(vif["versioned_object.data"]) if vif is not None else None
+
+
+def port_status(session: ReadSession, record: Any,
+                ovs_ports: list[Any] | None = None) -> dict[str, Any]:
+    """One claim checked against the host; ``drift`` lists what disagrees.
+    ``ovs_ports``: the OVS ports with the claim's iface-id, when the caller
+    read them all at once (status: one pass over OVSDB, not one per port)."""
+    vif = _vif_data(record)
+    mac = vif.get("address") if vif is not None else record.request.get("mac")
     drift: list[str] = []
-    ovs_ports = session.host.ovsdb.find_ports_by_iface_id(record.port_id)
+    if ovs_ports is None:
+        ovs_ports = session.host.ovsdb.find_ports_by_iface_id(record.port_id)
     info: dict[str, Any] = {
         "port_id": record.port_id, "vf": record.vf_address, "mode": record.mode,
         "phase": record.phase, "steps_started": record.steps_started,
@@ -78,8 +89,7 @@ def port_status(session: Session, record: Any) -> dict[str, Any]:
         if record.mode == "forwarder":
             # A claim os-vif's plug made (Nova) records the plugin's
             # request, whose socket path is "vhost_path".
-            path = getattr(vif, "path", None) if vif is not None else (
-                record.request.get("vhost_path"))
+            path = vif.get("path") if vif is not None else record.request.get("vhost_path")
             paired = session.host.forwarder.query_pci(path) if path else None
             info["relay"] = str(paired) if paired else None
             if not planned and (paired is None or str(paired) != record.vf_address):
@@ -92,7 +102,7 @@ def port_status(session: Session, record: Any) -> dict[str, Any]:
     return info
 
 
-def _plan_drift(session: Session, plan: Any, missing_port_said: bool) -> list[str]:
+def _plan_drift(session: ReadSession, plan: Any, missing_port_said: bool) -> list[str]:
     """What reconcile would repair on a plugged port, each problem on its own."""
     from smartnic_vif.decisions.repair import plan_repair
     from smartnic_vif.host.observe import observe_port
@@ -108,10 +118,15 @@ def _plan_drift(session: Session, plan: Any, missing_port_said: bool) -> list[st
 
 def cmd_status(args: argparse.Namespace) -> int:
     from smartnic_vif.host import traces
+    from smartnic_vif.host.ovsdb import IFACE_ID
 
-    session = Session(args)
+    # A read: no privileged helper, no os-vif (see ReadSession).
+    session = ReadSession(args)
     records = session.store.all()
-    ports = [port_status(session, r) for r in records]
+    by_iface_id: dict[str, list[Any]] = {}
+    for port in session.host.ovsdb.ports_with_iface_id():
+        by_iface_id.setdefault(port.external_ids[IFACE_ID], []).append(port)
+    ports = [port_status(session, r, by_iface_id.get(r.port_id, [])) for r in records]
     # What unplugs could not put back (until the VF is plugged again or
     # reconcile acknowledges it), and host state that no claim explains.
     unrestored = session.store.unrestored()
@@ -296,7 +311,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
               "start virtio-forwarder with dynamic sockets, or fix forwarder_*_endpoint "
               "(only needed for virtio-forwarder ports)")
     if any(c["check"] == "ovsdb" and c["ok"] for c in checks):
-        _check_unexplained(group, check)
+        _check_unexplained(group, check, inventory)
     if inventory is not None:
         _check_offload(group, inventory, client if _passed(checks, "ovsdb") else None, check)
     from smartnic_vif.cli.doctor_nova import nova_checks
@@ -312,9 +327,10 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return EXIT_OK if all(c["ok"] for c in checks) else EXIT_FAILED
 
 
-def _check_unexplained(group: Any, check: Any) -> None:
+def _check_unexplained(group: Any, check: Any, inventory: Any = None) -> None:
     """doctor: representors on OVS for a port and relays that no claim
-    explains (what a lost state database leaves)."""
+    explains (what a lost state database leaves). ``inventory``: discovery's,
+    if doctor has it already (read once)."""
     from smartnic_vif.host import traces
     from smartnic_vif.host.backend import Host
     from smartnic_vif.host.state import StateError, StateStore
@@ -331,7 +347,7 @@ def _check_unexplained(group: Any, check: Any) -> None:
         return
     fix = ("'smartnic-vif detach --port-id <port>' removes what a port left without a claim; "
            "'smartnic-vif status' lists it")
-    host = Host(group)
+    host = Host(group, inventory=inventory)
     try:
         found = traces.unexplained(host, claims)
         check("unexplained", not found,

@@ -7,6 +7,7 @@ bad input; nothing was changed).
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import os
 import re
@@ -14,7 +15,6 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from os_vif import exception as os_vif_exception
 from oslo_config import cfg
 
 from smartnic_vif import conf
@@ -92,9 +92,46 @@ def config_field(name: str) -> str:
     return f"{name} (default of [{conf.GROUP}])"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from smartnic_vif.cli import commands
+# Which module defines each subcommand (its ``register(sub)`` adds the
+# parsers, its handlers do the work). Only the module of the command being
+# run is imported (all of them for ``--help`` or a command not listed), and
+# each module imports at its top only what all of its commands need: the
+# rest (os-vif, OVSDB, ZeroMQ, pyroute2, the privileged helper) is imported
+# inside the functions that use it. A read command then loads nothing it
+# does not use; `tests/functional/test_cli.py` checks the reads' modules.
+# A new command goes here and in its module's register(), and follows the
+# same rule.
+COMMAND_MODULES = {
+    "inventory": "smartnic_vif.cli.commands",
+    "sim": "smartnic_vif.cli.commands",
+    "attach": "smartnic_vif.cli.ports",
+    "detach": "smartnic_vif.cli.ports",
+    "pci-spec": "smartnic_vif.cli.ports",
+    "status": "smartnic_vif.cli.health",
+    "reconcile": "smartnic_vif.cli.health",
+    "doctor": "smartnic_vif.cli.health",
+    "demo": "smartnic_vif.cli.demo",
+}
 
+
+def command_of(argv: Sequence[str]) -> str | None:
+    """The subcommand named in ``argv`` (global options hoisted in front),
+    None if there is none."""
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg.split("=", 1)[0] in GLOBAL_OPTIONS:
+            i += 1 if "=" in arg else 2
+        elif arg.startswith("-"):
+            i += 1
+        else:
+            return arg
+    return None
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser, with the subcommands of ``command``'s module only (every
+    subcommand when ``command`` is None or unknown)."""
     parser = argparse.ArgumentParser(
         prog="smartnic-vif",
         description="Accelerated VM ports on SmartNIC compute hosts.",
@@ -106,7 +143,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="read sysfs under DIR instead of the configured sysfs_root")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what happens")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    commands.register(sub)
+    if command in COMMAND_MODULES:
+        modules = [COMMAND_MODULES[command]]
+    else:
+        modules = list(dict.fromkeys(COMMAND_MODULES.values()))
+    for name in modules:
+        importlib.import_module(name).register(sub)
     return parser
 
 
@@ -161,8 +203,8 @@ def hoist_global_options(argv: Sequence[str]) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     _quiet_runtime()
-    parser = build_parser()
-    args = parser.parse_args(hoist_global_options(sys.argv[1:] if argv is None else list(argv)))
+    argv = hoist_global_options(sys.argv[1:] if argv is None else list(argv))
+    args = build_parser(command_of(argv)).parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
@@ -184,7 +226,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         # last flush does not fail again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
-    except (SmartNICError, OSError, RuntimeError, os_vif_exception.ExceptionBase) as e:
+    except (SmartNICError, OSError, RuntimeError) as e:
+        print(f"smartnic-vif {args.command}: {_root_cause(e)}", file=sys.stderr)
+        return EXIT_FAILED
+    except Exception as e:
+        # os-vif's errors, when a command loaded os-vif (reads do not).
+        os_vif_exception = sys.modules.get("os_vif.exception")
+        if os_vif_exception is None or not isinstance(e, os_vif_exception.ExceptionBase):
+            raise
         print(f"smartnic-vif {args.command}: {_root_cause(e)}", file=sys.stderr)
         return EXIT_FAILED
 

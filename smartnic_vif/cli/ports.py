@@ -63,10 +63,25 @@ def register(sub: Any) -> None:
 
 
 # -- shared plumbing ------------------------------------------------------------
-class Session:
+class ReadSession:
+    """Config, the host backend and the state store: what a read command
+    (``status``) needs. It starts no privileged helper and loads no os-vif:
+    every read of the host needs no privilege."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        from smartnic_vif.host.backend import Host
+        from smartnic_vif.host.state import StateStore
+
+        self.group = load_config(args)
+        self.host = Host(self.group)
+        self.store = StateStore(self.group.state_path)
+
+
+class Session(ReadSession):
     """Config, the plugin (with its host backend and state store), and os-vif."""
 
     def __init__(self, args: argparse.Namespace) -> None:
+        # Not ReadSession's __init__: here the plugin makes the host and store.
         from smartnic_vif.host import privileged
         from smartnic_vif.osvif.plugin import SmartNICPlugin
 

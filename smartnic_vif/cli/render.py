@@ -20,8 +20,9 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], out: TextIO = s
 
 
 def emit_json(data: Any, out: TextIO = sys.stdout) -> None:
-    json.dump(data, out, indent=2, sort_keys=True, default=str)
-    out.write("\n")
+    # One string, one write: json.dump would write each of its many
+    # small pieces (an inventory of 1,024 VFs has some 100,000).
+    out.write(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
 
 
 class Progress:

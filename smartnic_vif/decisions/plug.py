@@ -11,8 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from os_vif.objects import vif as osv_vif
-
 from smartnic_vif.decisions.plan import Operation, Plan, Step
 from smartnic_vif.model import types
 from smartnic_vif.model.errors import InvalidValue
@@ -92,6 +90,10 @@ def _profile_representor(profile: Any) -> tuple[str | None, str | None]:
 
 def port_from_vif(vif: Any, instance_uuid: str, opts: PlugOptions) -> PortRequest:
     """Read a VIF (ours or upstream Nova's representor VIFs) into a request."""
+    # Imported here, not at the top: the rest of this module (plans, link
+    # and VF states) is read by status and doctor, which load no os-vif.
+    from os_vif.objects import vif as osv_vif
+
     profile = _get(vif, "port_profile")
     if isinstance(vif, osv_vif.VIFHostDevice):
         mode = PASSTHROUGH

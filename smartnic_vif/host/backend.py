@@ -19,7 +19,7 @@ from typing import Any
 
 from smartnic_vif.decisions.plan import Operation
 from smartnic_vif.decisions.plug import LinkState, VfSnapshot
-from smartnic_vif.host import discovery, hook, kernel, netdev, privileged
+from smartnic_vif.host import discovery, hook, kernel, netdev
 from smartnic_vif.host.forwarder.client import ForwarderClient
 from smartnic_vif.host.ovsdb import OvsdbClient, PendingWrite, PortSpec
 from smartnic_vif.model import types
@@ -70,11 +70,13 @@ class Host:
     # Operations begun by begin() (the executor waits for them without a thread).
     STARTABLE = frozenset({"ovs_set_port"})
 
-    def __init__(self, config: Any) -> None:
+    def __init__(self, config: Any, inventory: Inventory | None = None) -> None:
+        """``inventory``: discovery of this host's ``sysfs_root`` if the
+        caller has just read it (read on first use otherwise)."""
         self.config = config
         self.sysfs_root = os.path.abspath(config.sysfs_root)
         self.kernel_backend = config.kernel_backend
-        self._inventory: Inventory | None = None
+        self._inventory = inventory
         self._lock = threading.Lock()
         self._ovsdb: OvsdbClient | None = None
         self._forwarder: ForwarderClient | None = None
@@ -226,6 +228,10 @@ class Host:
         done) per operation that ran; after a failure the rest do not run,
         unless ``keep_going``."""
         # An operation that changes nothing costs no round trip.
+        # The privileged helper's module (oslo.privsep) only where a change
+        # is made: reads load none of it.
+        from smartnic_vif.host import privileged
+
         work = [op for op in ops if not _changes_nothing(op)]
         if any(op.name in ("set_vf", "bind_driver") for op in work):
             self._check_helper()
@@ -260,6 +266,8 @@ class Host:
         another group)."""
         if self._helper_checked:
             return
+        from smartnic_vif.host import privileged
+
         backend, root = privileged.helper_configuration()
         mine = (self.kernel_backend, os.path.realpath(self.sysfs_root))
         if (backend, root) != mine:

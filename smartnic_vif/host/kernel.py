@@ -37,9 +37,6 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol, TypeVar
 
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
-
 from smartnic_vif.host import netdev, rtnl
 from smartnic_vif.model import types
 from smartnic_vif.model.errors import HostOperationError, InvalidValue, NotFound
@@ -135,6 +132,10 @@ def _with_iproute(fn: Callable[[Any], T]) -> T:
     global _iproute
     with _IPROUTE_LOCK:
         if _iproute is None:
+            # Imported here: only VF changes on a real host (in the
+            # privileged helper) use it, and reads should not pay for it.
+            from pyroute2 import IPRoute
+
             _iproute = IPRoute()
         ipr = _iproute
     return fn(ipr)
@@ -194,6 +195,8 @@ class LinuxKernel:
             spec["spoofchk"] = int(settings["spoofchk"])
         if "link_state" in settings:
             spec["link_state"] = _LINK_STATE_VALUES[settings["link_state"]]
+
+        from pyroute2.netlink.exceptions import NetlinkError
 
         def change(ipr: Any) -> None:
             index = ipr.link_lookup(ifname=pf)

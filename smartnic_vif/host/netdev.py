@@ -9,12 +9,13 @@ namespace, None: this process's own).
 from __future__ import annotations
 
 import errno
-from typing import Any
-
-from pyroute2.netlink.exceptions import NetlinkError
+from typing import TYPE_CHECKING, Any
 
 from smartnic_vif.host import rtnl
 from smartnic_vif.model.errors import HostOperationError, NotFound
+
+if TYPE_CHECKING:
+    from pyroute2.netlink.exceptions import NetlinkError
 
 
 def get_link(ifname: str, netns: str | None = None) -> dict[str, Any] | None:
@@ -44,6 +45,9 @@ def set_link(
 
     ``or_name``: when ``ifname`` does not exist but ``or_name`` does, change
     that one instead (and do not rename it to itself)."""
+    # Here: reads (get_link) load no pyroute2 (see rtnl).
+    from pyroute2.netlink.exceptions import NetlinkError
+
     sock = rtnl.socket_for(netns)
     rename = new_name if new_name != ifname else None
     if rename is None:

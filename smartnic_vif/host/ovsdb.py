@@ -45,6 +45,7 @@ import logging
 import os
 import queue
 import re
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -53,7 +54,19 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from ovs import jsonrpc, poller, stream
+# python-ovs's poller imports eventlet, if installed, only to ask whether it
+# has monkey-patched select (then it works around an old eventlet bug). That
+# import costs a read command ~0.1 s. A process that has not loaded eventlet
+# by now has not patched anything with it (the CLI runs oslo.service's
+# threading backend; nova-compute patches before loading plugins), so the
+# poller is told there is none: the import fails, as without eventlet.
+if "eventlet" not in sys.modules and "ovs.poller" not in sys.modules:
+    sys.modules["eventlet"] = None  # type: ignore[assignment]
+    try:
+        from ovs import poller
+    finally:
+        del sys.modules["eventlet"]
+from ovs import jsonrpc, poller, stream  # noqa: E402 - after the block above
 from ovsdbapp import exceptions as ovsdbapp_exc
 from ovsdbapp.backend.ovs_idl import command as ovsdbapp_cmd
 from ovsdbapp.backend.ovs_idl import connection as ovsdbapp_conn
@@ -971,13 +984,11 @@ def _port_infos(
     port just written there), which spares a walk over every bridge's ports.
     Must be called with the connection lock held."""
     # Port names are unique in OVSDB.
-    bridge_of: dict[str, str] = dict(bridges) if bridges is not None else {
-        p.name: br.name for br in api.tables["Bridge"].rows.values() for p in br.ports
-    }
     if names is not None:
         ports = [r for r in (_row(api, "Port", n) for n in sorted(names)) if r is not None]
     else:
         ports = sorted(api.tables["Port"].rows.values(), key=lambda r: r.name)
+    bridge_of = dict(bridges) if bridges is not None else _bridges_of_ports(api)
     result = []
     for p in ports:
         ifaces = list(p.interfaces)
@@ -999,6 +1010,19 @@ def _port_infos(
             )
         )
     return result
+
+
+def _bridges_of_ports(api: Any) -> dict[str, str]:
+    """Port name -> its bridge's name, kept until the replica changes: a
+    read of each plugged port (status) would otherwise walk every bridge's
+    ports each time (python-ovs converts and sorts a column on each read)."""
+    seqno = api.idl.change_seqno
+    kept = getattr(api, "_smartnic_bridges_of_ports", None)
+    if kept is not None and kept[0] == seqno:
+        return kept[1]
+    found = {p.name: br.name for br in api.tables["Bridge"].rows.values() for p in br.ports}
+    api._smartnic_bridges_of_ports = (seqno, found)
+    return found
 
 
 def _optional(value: Any) -> Any:

@@ -31,14 +31,16 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from pyroute2 import netns as pyroute2_netns
-from pyroute2.netlink import NLM_F_ACK, NLM_F_MULTI, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR
-from pyroute2.netlink.exceptions import NetlinkError
-from pyroute2.netlink.rtnl import RTM_GETLINK, RTM_NEWLINK
-from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
-
 from smartnic_vif.model.errors import HostOperationError, NotFound
 
+# pyroute2 is imported only where a request needs its codecs (changes, full
+# decoding) or its namespace helpers: importing any of it loads all of it
+# (its package imports IPRoute, NDB, asyncio...), which a read (status,
+# doctor) need not pay for. Its constants are the kernel's, spelled here.
+NLM_F_REQUEST, NLM_F_MULTI, NLM_F_ACK = 0x1, 0x2, 0x4  # linux/netlink.h
+NLMSG_ERROR, NLMSG_DONE = 0x2, 0x3
+RTM_NEWLINK, RTM_GETLINK = 16, 18  # linux/rtnetlink.h
+NETNS_RUN_DIR = "/var/run/netns"  # iproute2's (and pyroute2's) named namespaces
 NETLINK_ROUTE = 0
 IFF_UP = 0x1
 IFF_PROMISC = 0x100
@@ -82,6 +84,14 @@ class RtnlSocket:
     def send(self, request: bytes) -> list[bytes]:
         """Send one encoded request under a fresh sequence number (written
         into its header here); return the raw answers, as :meth:`request`."""
+        answers, code = self._exchange(request)
+        if code:
+            raise netlink_error(code)
+        return answers
+
+    def _exchange(self, request: bytes) -> tuple[list[bytes], int]:
+        """:meth:`send`, returning the kernel's error code (0: none) instead
+        of raising it."""
         seq = next(_sequence) & 0xFFFFFFFF
         framed = bytearray(request)
         _SEQ.pack_into(framed, _SEQ_OFFSET, seq)
@@ -105,26 +115,23 @@ class RtnlSocket:
                         continue  # left over from a request that timed out
                     if kind == NLMSG_ERROR:
                         (code,) = _ERRNO.unpack_from(data, start + _NLMSGHDR.size)
-                        if code:
-                            raise NetlinkError(-code, os.strerror(-code))
-                        return answers
+                        return answers, -code
                     if kind == NLMSG_DONE:
-                        return answers
+                        return answers, 0
                     answers.append(data[start:start + length])
                     if not mflags & NLM_F_MULTI:
-                        return answers
+                        return answers, 0
 
     # -- link requests ----------------------------------------------------------
     def get_link(self, ifname: str, ext_mask: int = 0) -> bytes | None:
         """The RTM_NEWLINK answer for ``ifname`` (raw: see :func:`link_fields`
         and :func:`decode_link`), or None if there is none. Reading needs no
         privilege."""
-        try:
-            answers = self.send(_getlink_request(ifname, ext_mask))
-        except NetlinkError as e:
-            if e.code in (errno.ENODEV, errno.ENOENT):
-                return None
-            raise
+        answers, code = self._exchange(_getlink_request(ifname, ext_mask))
+        if code in (errno.ENODEV, errno.ENOENT):
+            return None
+        if code:
+            raise netlink_error(code)
         return answers[0] if answers else None
 
     def set_link(
@@ -141,6 +148,8 @@ class RtnlSocket:
         """One RTM_NEWLINK on an existing link, found by ``index`` or else by
         ``ifname``. The kernel applies MTU and MAC, then the name, then the
         flags (state and promiscuous mode, together)."""
+        from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
+
         msg = ifinfmsg()
         msg["index"] = index
         attrs: list[tuple[str, Any]] = []
@@ -231,6 +240,8 @@ def link_fields(raw: bytes) -> LinkFields:
 
 def decode_link(raw: bytes) -> Any:
     """One raw RTM_NEWLINK message fully decoded by pyroute2 (``ifinfmsg``)."""
+    from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
+
     msg = ifinfmsg(raw)
     msg.decode()
     return msg
@@ -264,8 +275,15 @@ _NETNS_LOCK = threading.Lock()
 _netns_sockets: dict[str, tuple[tuple[int, int], RtnlSocket]] = {}
 
 
+def netlink_error(code: int) -> Exception:
+    """pyroute2's NetlinkError for kernel error ``code`` (what callers catch)."""
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    return NetlinkError(code, os.strerror(code))
+
+
 def _netns_path(name: str) -> str:
-    return os.path.join(pyroute2_netns.NETNS_RUN_DIR, name)
+    return os.path.join(NETNS_RUN_DIR, name)
 
 
 def _open_in(name: str) -> tuple[tuple[int, int], RtnlSocket]:
@@ -278,6 +296,8 @@ def _open_in(name: str) -> tuple[tuple[int, int], RtnlSocket]:
         fd = os.open(_netns_path(name), os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
         raise NotFound(f"network namespace {name} does not exist") from None
+    from pyroute2 import netns as pyroute2_netns
+
     own = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     try:
         st = os.fstat(fd)

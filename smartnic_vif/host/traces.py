@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from smartnic_vif.decisions.plug import PortTraces
-from smartnic_vif.decisions.vif_builder import devname_for_port
 from smartnic_vif.host import netdev
 from smartnic_vif.host.ovsdb import ATTACHED_MAC, IFACE_ID
 from smartnic_vif.model.errors import HostOperationError, InvalidValue
@@ -151,6 +150,10 @@ def port_traces(
     """What ``port_id`` left on the host. The hints (from the port's VIF,
     when there is one) narrow the search; without them the port is found
     by its iface-id in OVS and the VF by the representor that carries it."""
+    # Here, not at the top: vif_builder loads os-vif, which the reads of
+    # status and doctor (unexplained) do without.
+    from smartnic_vif.decisions.vif_builder import devname_for_port
+
     inventory = host.inventory()
     ovs = host.ovsdb.find_ports_by_iface_id(port_id)
     mac = mac or next((p.external_ids.get(ATTACHED_MAC) for p in ovs

@@ -8,7 +8,8 @@ plain values.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
+from functools import cached_property
 from typing import Any
 
 from smartnic_vif.model.errors import NotAVirtualFunction, NotFound, RepresentorNotFound
@@ -91,9 +92,9 @@ class Inventory:
     def vf(self, address: str) -> VirtualFunction:
         """The VF at ``address``; errors say whether it is absent or a PF."""
         addr = pci_address(address)
-        for vf in self.vfs():
-            if vf.address == addr:
-                return vf
+        vf = self._vfs_by_address.get(addr)
+        if vf is not None:
+            return vf
         if any(pf.address == addr for pf in self.pfs):
             raise NotAVirtualFunction(
                 f"PCI address {addr} is a physical function, not a virtual function"
@@ -119,6 +120,12 @@ class Inventory:
             )
         return vf.representor
 
+    @cached_property
+    def _vfs_by_address(self) -> dict[str, VirtualFunction]:
+        """Every VF by address, made on first use (kept beside the fields:
+        a frozen dataclass's equality and to_dict see only those)."""
+        return {vf.address: vf for vf in self.vfs()}
+
     def vf_by_representor(self, name: str) -> VirtualFunction | None:
         for vf in self.vfs():
             if vf.representor is not None and vf.representor.name == name:
@@ -126,4 +133,22 @@ class Inventory:
         return None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """As ``dataclasses.asdict`` gives it, built directly: asdict deep-copies
+        every value, several times the cost on a host of 1,024 VFs."""
+        return _plain(self)
+
+
+def _plain(value: Any) -> Any:
+    """A dataclass of this module as dicts (tuples stay tuples)."""
+    if isinstance(value, tuple):
+        return tuple(_plain(v) for v in value)
+    names = _FIELDS.get(type(value))
+    if names is None:
+        return value
+    return {name: _plain(getattr(value, name)) for name in names}
+
+
+_FIELDS: dict[type, tuple[str, ...]] = {
+    cls: tuple(f.name for f in fields(cls))
+    for cls in (Representor, VirtualFunction, PhysicalFunction, Inventory)
+}

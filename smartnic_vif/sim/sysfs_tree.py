@@ -66,7 +66,12 @@ def _write(path: str, text: str) -> None:
 
 
 def _link(target: str, link: str) -> None:
-    os.symlink(os.path.relpath(target, os.path.dirname(link)), link)
+    """A relative link written as the kernel writes it (kernfs): up to the
+    first ancestor of the target's parent, then down, so that a link to an
+    ancestor (a netdev's ``device``) ends in the target's name
+    (``../../../0000:05:00.0``, not ``../..``)."""
+    up = os.path.relpath(os.path.dirname(target), os.path.dirname(link))
+    os.symlink(os.path.normpath(os.path.join(up, os.path.basename(target))), link)
 
 
 class SysfsTree:
@@ -117,6 +122,8 @@ class SysfsTree:
         path = self._device(pf.address, (vendor, pf_dev), pf.driver, pf.numa_node)
         _write(os.path.join(path, "sriov_totalvfs"), str(total_vfs))
         _write(os.path.join(path, "sriov_numvfs"), str(len(pf.vfs)))
+        # As the kernel prints it: hex without 0x.
+        _write(os.path.join(path, "sriov_vf_device"), vf_dev.removeprefix("0x"))
         self._netdev(path, pf.netdev)
         for vf in pf.vfs:
             vf_path = self._device(vf.address, (vendor, vf_dev), pf.driver, pf.numa_node)

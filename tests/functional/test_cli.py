@@ -692,6 +692,67 @@ def test_inventory_and_doctor_count_forwarder_relays_in_use(sim: Sim) -> None:
     sim.assert_unchanged(before)
 
 
+# -- reads: no privileged helper, nothing they do not use ---------------------------------
+# Runs the CLI's main() in a process of its own and writes to the file named
+# by SMARTNIC_VIF_TEST_REPORT what that process holds afterwards: its live
+# children (a privileged helper forked by oslo.privsep lives until its parent
+# exits) and the top-level packages it imported.
+READ_PROBE = """
+import json, os, sys
+from smartnic_vif.cli.main import main
+code = main(sys.argv[1:])
+me = str(os.getpid())
+children = []
+for pid in filter(str.isdigit, os.listdir("/proc")):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+    except OSError:
+        continue
+    if stat[stat.rindex(")") + 2:].split()[1] == me:
+        children.append(pid)
+with open(os.environ["SMARTNIC_VIF_TEST_REPORT"], "w") as f:
+    json.dump({"exit": code, "children": children,
+               "packages": sorted({m.split(".")[0] for m in sys.modules})}, f)
+"""
+# What each read may not load: the privileged helper, os-vif (and the
+# versioned objects and eventlet it brings; vif_plug_ovs's constants module
+# alone is plain data), and pyroute2 (reads frame their netlink requests
+# themselves); inventory needs no OVSDB either.
+NOT_FOR_READS = {"oslo_privsep", "os_vif", "oslo_versionedobjects", "eventlet", "pyroute2"}
+
+
+@pytest.mark.parametrize(("command", "forbidden"), [
+    ("inventory", NOT_FOR_READS | {"ovsdbapp", "ovs"}),
+    ("status", NOT_FOR_READS),
+    ("doctor", NOT_FOR_READS),
+])
+def test_reads_start_no_privileged_helper_and_load_only_what_they_use(
+        sim: Sim, tmp_path: Any, command: str, forbidden: set[str]) -> None:
+    before = sim.snapshot()
+    direct, forwarder = new_id(), new_id()
+    sim.attach("direct", direct, new_mac())
+    sim.attach("virtio-forwarder", forwarder, new_mac())
+    report = tmp_path / "report.json"
+    try:
+        proc = run([sys.executable, "-c", READ_PROBE, "--config-file", sim.config, command,
+                    "--json"], env={"SMARTNIC_VIF_TEST_REPORT": str(report)})
+        assert proc.returncode == 0, explain(proc)
+        found = json.loads(report.read_text())
+        # doctor fails its device_spec check here (none configured).
+        assert found["exit"] == (1 if command == "doctor" else 0), explain(proc)
+        output = json.loads(proc.stdout)
+        if command == "status":
+            assert sorted(p["port_id"] for p in output["ports"]) == sorted([direct, forwarder])
+            assert all(p["drift"] == [] for p in output["ports"]), output
+        assert found["children"] == [], "a read started a process (the privileged helper?)"
+        assert sorted(forbidden & set(found["packages"])) == []
+    finally:
+        sim.json("detach", "--port-id", direct)
+        sim.json("detach", "--port-id", forwarder)
+    sim.assert_unchanged(before)
+
+
 # -- failures leave the host as it was ------------------------------------------------------
 def test_a_failed_driver_bind_gives_the_vf_its_driver_back(sim: Sim, tmp_path: Any) -> None:
     # The bind unbinds nfp, then finds no such driver: the failed step's own

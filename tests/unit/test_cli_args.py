@@ -40,3 +40,24 @@ def test_unknown_subcommand_exits_2() -> None:
     with pytest.raises(SystemExit) as exc:
         main(["frobnicate"])
     assert exc.value.code == 2
+
+
+def test_every_command_is_in_command_modules_and_registered_by_its_module() -> None:
+    """The lazy dispatch imports only COMMAND_MODULES[command]: each command
+    must be listed there, under the module that registers it."""
+    import argparse
+
+    from smartnic_vif.cli.main import COMMAND_MODULES, command_of
+
+    def commands(parser: argparse.ArgumentParser) -> set[str]:
+        [sub] = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        return set(sub.choices)
+
+    assert commands(build_parser()) == set(COMMAND_MODULES)
+    for command, module in COMMAND_MODULES.items():
+        assert command in commands(build_parser(command))
+        assert {c for c, m in COMMAND_MODULES.items() if m == module} == commands(
+            build_parser(command))
+    assert command_of(["--config-file", "a.conf", "-v", "status", "--json"]) == "status"
+    assert command_of(["--config-file=a.conf", "--sysfs-root", "/x", "doctor"]) == "doctor"
+    assert command_of(["--help"]) is None

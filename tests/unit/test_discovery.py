@@ -665,3 +665,46 @@ def test_refresh_vf_rereads_one_vf_after_a_rebind(tmp_path: Path) -> None:
         assert before.vf(vf.address).driver == "nfp"  # the old one is untouched
     finally:
         host.destroy()
+
+
+# -- the shortcuts of a big host's discovery read what the long way read --------------
+
+
+def test_device_links_ending_in_dotdot_are_resolved_from_the_netdev(tmp_path: Path) -> None:
+    """The kernel writes a netdev's ``device`` link as ``../../../<device>``;
+    a tree whose links say ``../..`` (the same place) is read the same."""
+    root = build(tmp_path, make_pf(0, form="vfY"), make_pf(1, form="vfY"))
+    before = discover(root)
+    class_net = os.path.join(root, "sys", "class", "net")
+    for name in os.listdir(class_net):
+        link = os.path.join(netdev_dir(root, name), "device")
+        if os.path.islink(link):
+            os.unlink(link)
+            os.symlink("../..", link)
+    after = discover(root)
+    # Without a PF number in the port name, only the device link places a
+    # representor on one of two PFs of a switch.
+    assert after == before
+    assert after.vf(vf_addr(1, 2)).representor.name == rep_name(1, 2)  # type: ignore[union-attr]
+
+
+def test_vf_ids_are_read_per_vf_without_sriov_vf_device(tmp_path: Path) -> None:
+    root = build(tmp_path, make_pf(0), make_pf(1))
+    before = discover(root)
+    assert {(vf.vendor_id, vf.product_id) for vf in before.vfs()} == {("19ee", "6003")}
+    for function in (0, 1):
+        os.unlink(os.path.join(root, "sys", "bus", "pci", "devices", pf_addr(function),
+                               "sriov_vf_device"))
+    vf_device = os.path.join(root, "sys", "bus", "pci", "devices", vf_addr(1, 3), "device")
+    with open(vf_device, "w") as f:
+        f.write("0x6004\n")
+    after = discover(root)
+    assert after.vf(vf_addr(1, 3)).product_id == "6004"
+    assert [vf for vf in after.vfs() if vf.address != vf_addr(1, 3)] == [
+        vf for vf in before.vfs() if vf.address != vf_addr(1, 3)]
+
+
+def test_a_vf_netdev_is_found_by_its_device_link(tmp_path: Path) -> None:
+    root = build(tmp_path, make_pf(0))
+    inv = discover(root)
+    assert [vf.netdev for vf in inv.vfs()] == [f"vf5f0n{i}" for i in range(4)]
