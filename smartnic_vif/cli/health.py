@@ -283,11 +283,12 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     except Exception as e:
         check("sysfs", False, str(e),
               f"set sysfs_root (now {group.sysfs_root}) in [os_vif_smartnic]")
-    from smartnic_vif.host.ovsdb import OvsdbClient
+    from smartnic_vif.host.ovsdb import READ_TABLES, OvsdbClient
 
     client = None
     try:
-        client = OvsdbClient(group.ovsdb_connection, min(group.ovsdb_timeout, 5))
+        client = OvsdbClient(group.ovsdb_connection, min(group.ovsdb_timeout, 5),
+                             tables=READ_TABLES)
         dp = client.bridge_datapath_type(group.integration_bridge)
         check("ovsdb", True, f"connected to {group.ovsdb_connection}", "")
         check("bridge", dp is not None, f"{group.integration_bridge}: datapath_type {dp!r}",
@@ -333,6 +334,7 @@ def _check_unexplained(group: Any, check: Any, inventory: Any = None) -> None:
     if doctor has it already (read once)."""
     from smartnic_vif.host import traces
     from smartnic_vif.host.backend import Host
+    from smartnic_vif.host.ovsdb import READ_TABLES
     from smartnic_vif.host.state import StateError, StateStore
 
     try:
@@ -347,7 +349,7 @@ def _check_unexplained(group: Any, check: Any, inventory: Any = None) -> None:
         return
     fix = ("'smartnic-vif detach --port-id <port>' removes what a port left without a claim; "
            "'smartnic-vif status' lists it")
-    host = Host(group, inventory=inventory)
+    host = Host(group, inventory=inventory, ovsdb_tables=READ_TABLES)
     try:
         found = traces.unexplained(host, claims)
         check("unexplained", not found,

@@ -70,10 +70,11 @@ class ReadSession:
 
     def __init__(self, args: argparse.Namespace) -> None:
         from smartnic_vif.host.backend import Host
+        from smartnic_vif.host.ovsdb import READ_TABLES
         from smartnic_vif.host.state import StateStore
 
         self.group = load_config(args)
-        self.host = Host(self.group)
+        self.host = Host(self.group, ovsdb_tables=READ_TABLES)
         self.store = StateStore(self.group.state_path)
 
 

@@ -14,7 +14,7 @@ import logging
 import os
 import struct
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from smartnic_vif.decisions.plan import Operation
@@ -70,10 +70,14 @@ class Host:
     # Operations begun by begin() (the executor waits for them without a thread).
     STARTABLE = frozenset({"ovs_set_port"})
 
-    def __init__(self, config: Any, inventory: Inventory | None = None) -> None:
+    def __init__(self, config: Any, inventory: Inventory | None = None,
+                 ovsdb_tables: Mapping[str, Sequence[str]] | None = None) -> None:
         """``inventory``: discovery of this host's ``sysfs_root`` if the
-        caller has just read it (read on first use otherwise)."""
+        caller has just read it (read on first use otherwise).
+        ``ovsdb_tables``: for a host only read (status, doctor), the OVSDB
+        tables and columns to replicate (:data:`~smartnic_vif.host.ovsdb.READ_TABLES`)."""
         self.config = config
+        self.ovsdb_tables = ovsdb_tables
         self.sysfs_root = os.path.abspath(config.sysfs_root)
         self.kernel_backend = config.kernel_backend
         self._inventory = inventory
@@ -89,7 +93,8 @@ class Host:
     def ovsdb(self) -> OvsdbClient:
         with self._lock:
             if self._ovsdb is None:
-                self._ovsdb = OvsdbClient(self.config.ovsdb_connection, self.config.ovsdb_timeout)
+                self._ovsdb = OvsdbClient(self.config.ovsdb_connection, self.config.ovsdb_timeout,
+                                          tables=self.ovsdb_tables)
             return self._ovsdb
 
     @property

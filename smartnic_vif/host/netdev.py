@@ -29,6 +29,17 @@ def get_link(ifname: str, netns: str | None = None) -> dict[str, Any] | None:
             "promisc": link.promisc}
 
 
+def link_macs(netns: str | None = None) -> dict[str, str | None]:
+    """Name -> MAC (lower case; None if it has none) of every link, read in
+    one netlink dump rather than one request per link."""
+    macs: dict[str, str | None] = {}
+    for raw in rtnl.socket_for(netns).dump_links():
+        link = rtnl.link_fields(raw)
+        if link.ifname is not None:
+            macs[link.ifname] = link.mac.lower() if link.mac is not None else None
+    return macs
+
+
 def set_link(
     ifname: str,
     *,

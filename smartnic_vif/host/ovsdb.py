@@ -93,6 +93,17 @@ INTERFACE_COLUMNS = (
     "mtu_request", "ofport", "ofport_request", "error",
 )
 
+# What the read methods of OvsdbClient use, for a client that only reads
+# (``tables=READ_TABLES``: status, doctor). Its connection replicates these
+# columns alone, so the first monitor reply, which python-ovs parses in pure
+# Python, is a fraction of the whole database's; such a client cannot write.
+READ_TABLES: Mapping[str, tuple[str, ...]] = {
+    "Open_vSwitch": ("other_config",),
+    "Bridge": ("name", "ports", "datapath_type"),
+    "Port": ("name", "interfaces"),
+    "Interface": ("name", "type", "external_ids", "mtu_request", "ofport", "error"),
+}
+
 
 def _conf_default(name: str) -> Any:
     return next(opt.default for opt in conf.OPTS if opt.name == name)
@@ -553,16 +564,33 @@ def _fetch_schema(connection: str, timeout: float) -> Any:
     )
 
 
-class _SharedConnection:
-    """One started ovsdbapp IDL connection and its API object."""
+_TablesKey = tuple[tuple[str, tuple[str, ...]], ...] | None
 
-    def __init__(self, connection: str, timeout: float) -> None:
+
+def _tables_key(tables: Mapping[str, Sequence[str]] | None) -> _TablesKey:
+    if tables is None:
+        return None
+    return tuple(sorted((t, tuple(sorted(cols))) for t, cols in tables.items()))
+
+
+class _SharedConnection:
+    """One started ovsdbapp IDL connection and its API object. ``tables``:
+    the only tables and columns to replicate (None: every table, Interface
+    with :data:`INTERFACE_COLUMNS`)."""
+
+    def __init__(self, connection: str, timeout: float, tables: _TablesKey = None) -> None:
         self.connection = connection
+        self.key = (connection, tables)
         self.refs = 0
         deadline = time.monotonic() + timeout
         schema = _fetch_schema(connection, timeout)
         helper = idlutils.create_schema_helper(schema)
-        for table in schema["tables"]:
+        if tables is not None:
+            for table, columns in tables:
+                if table not in schema["tables"]:
+                    raise OvsdbError(f"OVSDB at {connection} has no table {table}")
+                helper.register_columns(table, list(columns))
+        for table in schema["tables"] if tables is None else ():
             if table == "Interface":
                 helper.register_columns(table, list(INTERFACE_COLUMNS))
             else:
@@ -611,15 +639,16 @@ class _SharedConnection:
 
 
 _CACHE_LOCK = threading.Lock()
-_CACHE: dict[str, _SharedConnection] = {}
+# (connection, tables) -> its shared connection.
+_CACHE: dict[tuple[str, _TablesKey], _SharedConnection] = {}
 
 
-def _acquire(connection: str, timeout: float) -> _SharedConnection:
+def _acquire(connection: str, timeout: float, tables: _TablesKey = None) -> _SharedConnection:
     with _CACHE_LOCK:
-        shared = _CACHE.get(connection)
+        shared = _CACHE.get((connection, tables))
         if shared is None:
-            shared = _SharedConnection(connection, timeout)
-            _CACHE[connection] = shared
+            shared = _SharedConnection(connection, timeout, tables)
+            _CACHE[shared.key] = shared
         shared.refs += 1
         return shared
 
@@ -629,20 +658,20 @@ def _release(shared: _SharedConnection) -> None:
         shared.refs -= 1
         if shared.refs > 0:
             return
-        if _CACHE.get(shared.connection) is shared:
-            del _CACHE[shared.connection]
+        if _CACHE.get(shared.key) is shared:
+            del _CACHE[shared.key]
     shared.stop()
 
 
 def close_connection(connection: str) -> None:
-    """Stop the shared connection to ``connection`` now, whoever still uses it.
+    """Stop the shared connections to ``connection`` now, whoever still uses them.
 
-    Clients holding it reconnect on their next call. For tests and shutdown.
+    Clients holding one reconnect on their next call. For tests and shutdown.
     """
     with _CACHE_LOCK:
-        shared = _CACHE.pop(connection, None)
-    if shared is not None:
-        shared.stop()
+        shared = [_CACHE.pop(k) for k in list(_CACHE) if k[0] == connection]
+    for s in shared:
+        s.stop()
 
 
 def close_all() -> None:
@@ -671,7 +700,11 @@ class OvsdbClient:
         timeout: float = DEFAULT_TIMEOUT,
         *,
         wait_for_vswitchd: bool = True,
+        tables: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
+        """``tables``: replicate only these tables and columns (e.g.
+        :data:`READ_TABLES`), for a client that only reads; None: the whole
+        database, as writes and os-vif's ovs plugin need."""
         if not isinstance(connection, str) or not connection:
             raise InvalidValue("ovsdb_connection", connection, "expected e.g. unix:/path")
         if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
@@ -679,6 +712,7 @@ class OvsdbClient:
         self.connection = connection
         self.timeout = float(timeout)
         self.wait_for_vswitchd = wait_for_vswitchd
+        self.tables = _tables_key(tables)
         self._lock = threading.Lock()
         self._shared: _SharedConnection | None = None
 
@@ -694,11 +728,11 @@ class OvsdbClient:
             shared = self._shared
             if shared is not None:
                 with _CACHE_LOCK:
-                    alive = _CACHE.get(self.connection) is shared
+                    alive = _CACHE.get(shared.key) is shared
                 if alive:
                     return shared
                 self._shared = None  # closed under us by close_connection()
-            self._shared = _acquire(self.connection, self.timeout)
+            self._shared = _acquire(self.connection, self.timeout, self.tables)
             return self._shared
 
     def close(self) -> None:
@@ -735,6 +769,9 @@ class OvsdbClient:
         return txn
 
     def _start(self, commands: Sequence[Any], what: str) -> _Transaction:
+        if self.tables is not None:
+            raise OvsdbError(f"{what}: this OVSDB client replicates only the tables it "
+                             "reads; it cannot write")
         shared = self._connection()
         deadline = time.monotonic() + self.timeout
         self._wait_ready(shared, deadline, what)

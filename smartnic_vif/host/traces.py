@@ -62,19 +62,26 @@ def _link_mac(name: str) -> str | None:
 def vfs_of_links(inventory: Inventory, names: Iterable[str]) -> dict[str, str]:
     """Link name -> VF address, for the names that are VF representors."""
     by_name = {vf.representor.name: vf.address for vf in inventory.vfs() if vf.representor}
+    names = list(names)
     found = {n: by_name[n] for n in names if n in by_name}
     unknown = [n for n in names if n not in by_name]
     if not unknown:
         return found
     # Representors whose known name is gone: renamed since discovery read it.
+    # Every link of the host at once (one netlink dump, not one request per
+    # representor: a host has hundreds).
+    try:
+        macs = netdev.link_macs()
+    except OSError:
+        macs = {}
     gone: dict[str, str] = {}
     for name, vf_address in by_name.items():
-        if _link_mac(name) is None:
+        if name not in macs:
             mac = _read(os.path.join(inventory.sysfs_root, "sys", "class", "net", name, "address"))
             if mac:
                 gone[mac.lower()] = vf_address
     for name in unknown:
-        mac = _link_mac(name) if gone else None
+        mac = macs.get(name) if gone else None
         if mac is not None and mac in gone:
             found[name] = gone[mac]
     return found
