@@ -586,11 +586,33 @@ def test_close_stops_the_shared_connection_with_the_last_client(private_ovs: Pri
     a.close()
     assert b.bridge_datapath_type("br-none") is None
     b.close()
-    assert private_ovs.connection not in ovsdb._CACHE
+    assert [k for k in ovsdb._CACHE if k[0] == private_ovs.connection] == []
     c = OvsdbClient(private_ovs.connection, timeout=5)
     assert c.bridge_datapath_type("br-none") is None
     assert c.api is not api
     c.close()
+
+
+def test_a_client_for_reads_replicates_only_its_tables_and_reads_what_a_writer_wrote(
+        private_ovs: PrivateOVS, client: OvsdbClient, bridge: str) -> None:
+    netns = private_ovs.netns or ""
+    add_veth(netns, "tap-r1")
+    client.set_port(bridge, "tap-r1", iface_id=PORT_ID1, mac=MAC1, vm_uuid=VM1, mtu=9000)
+    private_ovs.vsctl("set", "Open_vSwitch", ".", "other_config:hw-offload=true")
+    with OvsdbClient(private_ovs.connection, timeout=5, tables=ovsdb.READ_TABLES) as reader:
+        # Its own connection, not the writer's whole replica.
+        assert reader.api is not client.api
+        assert sorted(reader.api.tables) == sorted(ovsdb.READ_TABLES)
+        assert sorted(reader.api.tables["Port"].columns) == ["interfaces", "name"]
+        assert reader.get_port("tap-r1") == client.get_port("tap-r1")
+        assert reader.ports_with_iface_id() == client.ports_with_iface_id()
+        assert reader.find_ports_by_iface_id(PORT_ID1)[0].bridge == bridge
+        assert reader.bridge_datapath_type(bridge) == client.bridge_datapath_type(bridge)
+        assert reader.port_names() == client.port_names()
+        assert reader.other_config()["hw-offload"] == "true"
+        with pytest.raises(OvsdbError, match="cannot write"):
+            reader.delete_port("tap-r1")
+    assert client.get_port("tap-r1") is not None
 
 
 def test_unreachable_ovsdb_fails_quickly_with_ovsdb_error() -> None:
