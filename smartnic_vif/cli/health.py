@@ -79,8 +79,14 @@ def port_status(session: ReadSession, record: Any,
                          f"is not the port MAC {mac}")
     else:
         drift.append(f"interrupted in phase {record.phase}: run reconcile")
+    # A plugged port's plan is observed once: its VF settings and relay
+    # serve the fields below too (not read a second time).
+    observed = _observe(session, record.plan, ovs_ports) if planned else None
     if record.vf_address and record.phase == "plugged":
-        settings = session.host.vf_settings(record.vf_address)
+        if observed is not None and observed.vf_settings is not None:
+            settings = observed.vf_settings
+        else:
+            settings = session.host.vf_settings(record.vf_address)
         info["vf_mac"] = settings.get("mac")
         if not planned and settings.get("mac") != mac:
             drift.append(f"VF MAC is {settings.get('mac')}, expected {mac}")
@@ -90,24 +96,31 @@ def port_status(session: ReadSession, record: Any,
             # A claim os-vif's plug made (Nova) records the plugin's
             # request, whose socket path is "vhost_path".
             path = vif.get("path") if vif is not None else record.request.get("vhost_path")
-            paired = session.host.forwarder.query_pci(path) if path else None
+            if path and observed is not None and path in observed.relays:
+                paired = observed.relays[path]
+            else:
+                paired = session.host.forwarder.query_pci(path) if path else None
             info["relay"] = str(paired) if paired else None
             if not planned and (paired is None or str(paired) != record.vf_address):
                 drift.append(f"no virtio-forwarder relay pairs {record.vf_address} with {path}")
             if not planned and driver != session.group.vfio_driver:
                 drift.append(f"VF driver is {driver}, expected {session.group.vfio_driver}")
-    if planned:
-        drift.extend(_plan_drift(session, record.plan, missing_port_said=len(ovs_ports) == 0))
+    if observed is not None:
+        drift.extend(_plan_drift(record.plan, observed, missing_port_said=len(ovs_ports) == 0))
     info["drift"] = drift
     return info
 
 
-def _plan_drift(session: ReadSession, plan: Any, missing_port_said: bool) -> list[str]:
-    """What reconcile would repair on a plugged port, each problem on its own."""
-    from smartnic_vif.decisions.repair import plan_repair
+def _observe(session: ReadSession, plan: Any, ovs_ports: list[Any]) -> Any:
     from smartnic_vif.host.observe import observe_port
 
-    observed = observe_port(session.host, plan)
+    return observe_port(session.host, plan, {p.name: p for p in ovs_ports})
+
+
+def _plan_drift(plan: Any, observed: Any, missing_port_said: bool) -> list[str]:
+    """What reconcile would repair on a plugged port, each problem on its own."""
+    from smartnic_vif.decisions.repair import plan_repair
+
     problems = [p for r in plan_repair(plan, observed) if r.problem
                 for p in r.problem.split("; ")]
     if missing_port_said:  # said once already, by iface-id

@@ -9,6 +9,7 @@ namespace, None: this process's own).
 from __future__ import annotations
 
 import errno
+import socket
 from typing import TYPE_CHECKING, Any
 
 from smartnic_vif.host import rtnl
@@ -29,15 +30,14 @@ def get_link(ifname: str, netns: str | None = None) -> dict[str, Any] | None:
             "promisc": link.promisc}
 
 
-def link_macs(netns: str | None = None) -> dict[str, str | None]:
-    """Name -> MAC (lower case; None if it has none) of every link, read in
-    one netlink dump rather than one request per link."""
-    macs: dict[str, str | None] = {}
-    for raw in rtnl.socket_for(netns).dump_links():
-        link = rtnl.link_fields(raw)
-        if link.ifname is not None:
-            macs[link.ifname] = link.mac.lower() if link.mac is not None else None
-    return macs
+def exists(ifname: str) -> bool:
+    """Whether a link named ``ifname`` exists in this thread's network
+    namespace: one ioctl, for checking hundreds of names at once."""
+    try:
+        socket.if_nametoindex(ifname)
+    except (OSError, ValueError):
+        return False
+    return True
 
 
 def set_link(

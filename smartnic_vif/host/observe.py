@@ -9,6 +9,7 @@ be read is left out of the observation and named in its ``errors``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from smartnic_vif.decisions.plan import Plan
@@ -20,13 +21,17 @@ from smartnic_vif.model.errors import HostOperationError, NotFound
 
 if TYPE_CHECKING:
     from smartnic_vif.host.backend import Host
+    from smartnic_vif.host.ovsdb import PortInfo
 
 # What a failed read may raise: the host's own errors, OS errors and bad values.
 _READ_ERRORS = (HostOperationError, NotFound, OSError, ValueError)
 
 
-def observe_port(host: Host, plan: Plan) -> ObservedPort:
-    """The host's state of everything ``plan``'s ``do`` steps set."""
+def observe_port(host: Host, plan: Plan,
+                 known_ports: Mapping[str, PortInfo] | None = None) -> ObservedPort:
+    """The host's state of everything ``plan``'s ``do`` steps set.
+    ``known_ports``: OVS ports by name that the caller has just read (status
+    reads them all in one pass); a port not in it is read here."""
     errors: list[str] = []
     settings: dict[str, Any] | None = None
     driver: str | None = None
@@ -56,7 +61,8 @@ def observe_port(host: Host, plan: Plan) -> ObservedPort:
         op, args = step.do, step.do.args
         try:
             if op.name == "ovs_set_port":
-                info = host.ovsdb.get_port(args["port"])
+                known = (known_ports or {}).get(args["port"])
+                info = known if known is not None else host.ovsdb.get_port(args["port"])
                 ovs_ports[args["port"]] = None if info is None else OvsPortState(
                     bridge=info.bridge, external_ids=dict(info.external_ids),
                     mtu_request=info.mtu_request)

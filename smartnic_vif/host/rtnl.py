@@ -37,7 +37,7 @@ from smartnic_vif.model.errors import HostOperationError, NotFound
 # decoding) or its namespace helpers: importing any of it loads all of it
 # (its package imports IPRoute, NDB, asyncio...), which a read (status,
 # doctor) need not pay for. Its constants are the kernel's, spelled here.
-NLM_F_REQUEST, NLM_F_MULTI, NLM_F_ACK, NLM_F_DUMP = 0x1, 0x2, 0x4, 0x300  # linux/netlink.h
+NLM_F_REQUEST, NLM_F_MULTI, NLM_F_ACK = 0x1, 0x2, 0x4  # linux/netlink.h
 NLMSG_ERROR, NLMSG_DONE = 0x2, 0x3
 RTM_NEWLINK, RTM_GETLINK = 16, 18  # linux/rtnetlink.h
 NETNS_RUN_DIR = "/var/run/netns"  # iproute2's (and pyroute2's) named namespaces
@@ -133,13 +133,6 @@ class RtnlSocket:
         if code:
             raise netlink_error(code)
         return answers[0] if answers else None
-
-    def dump_links(self) -> list[bytes]:
-        """The RTM_NEWLINK answers for every link of the socket's namespace,
-        in one request (raw, as :meth:`get_link`)."""
-        body = _IFINFOMSG.pack(0, 0, 0, 0, 0)
-        return self.send(_NLMSGHDR.pack(_NLMSGHDR.size + len(body), RTM_GETLINK,
-                                        NLM_F_REQUEST | NLM_F_DUMP, 0, 0) + body)
 
     def set_link(
         self,

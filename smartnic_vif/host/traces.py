@@ -67,21 +67,17 @@ def vfs_of_links(inventory: Inventory, names: Iterable[str]) -> dict[str, str]:
     unknown = [n for n in names if n not in by_name]
     if not unknown:
         return found
-    # Representors whose known name is gone: renamed since discovery read it.
-    # Every link of the host at once (one netlink dump, not one request per
-    # representor: a host has hundreds).
-    try:
-        macs = netdev.link_macs()
-    except OSError:
-        macs = {}
+    # Representors whose known name is gone: renamed since discovery read it
+    # (a host has hundreds of representors: one ioctl each, not a netlink
+    # request).
     gone: dict[str, str] = {}
     for name, vf_address in by_name.items():
-        if name not in macs:
+        if not netdev.exists(name):
             mac = _read(os.path.join(inventory.sysfs_root, "sys", "class", "net", name, "address"))
             if mac:
                 gone[mac.lower()] = vf_address
     for name in unknown:
-        mac = macs.get(name) if gone else None
+        mac = _link_mac(name) if gone else None
         if mac is not None and mac in gone:
             found[name] = gone[mac]
     return found
