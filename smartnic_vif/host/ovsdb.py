@@ -590,11 +590,12 @@ class _SharedConnection:
                 if table not in schema["tables"]:
                     raise OvsdbError(f"OVSDB at {connection} has no table {table}")
                 helper.register_columns(table, list(columns))
-        for table in schema["tables"] if tables is None else ():
-            if table == "Interface":
-                helper.register_columns(table, list(INTERFACE_COLUMNS))
-            else:
-                helper.register_table(table)
+        else:
+            for table in schema["tables"]:
+                if table == "Interface":
+                    helper.register_columns(table, list(INTERFACE_COLUMNS))
+                else:
+                    helper.register_table(table)
         raw_idl = ovsdbapp_conn.OvsdbIdl(connection, helper)
         # python-ovs backs off up to 8 s between reconnection attempts, so a
         # restarted ovsdb-server could stay unseen for longer than a call's
