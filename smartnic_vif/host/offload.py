@@ -11,8 +11,8 @@ Two reads, neither needing the privileged helper nor running a program:
 
 pyroute2 has no FEATURES_GET, and importing its netlink package costs about
 0.1 s, more than a read command may spend: the few fixed messages are framed
-here with ``struct`` and the answers walked by :func:`attributes` (as
-:mod:`smartnic_vif.host.rtnl` frames its link request). The decoders are pure
+here with ``struct``, sent on :mod:`smartnic_vif.host.rtnl`'s netlink socket,
+and the answers walked by :func:`attributes`. The decoders are pure
 functions of the reply's bytes.
 
 Backends, chosen by ``kernel_backend`` as for :mod:`smartnic_vif.host.kernel`:
@@ -29,19 +29,17 @@ Backends, chosen by ``kernel_backend`` as for :mod:`smartnic_vif.host.kernel`:
 from __future__ import annotations
 
 import errno
-import itertools
 import json
 import os
-import socket
 import struct
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from smartnic_vif.host.rtnl import NLM_F_ACK, NLM_F_REQUEST, NetlinkSocket
+from smartnic_vif.model.errors import HostOperationError
+
 NETLINK_GENERIC = 16
-NLM_F_REQUEST, NLM_F_ACK = 0x1, 0x4
-NLMSG_ERROR, NLMSG_DONE = 2, 3
 NLA_F_NESTED = 0x8000
 NLA_TYPE_MASK = 0x3FFF
 GENL_ID_CTRL = 0x10
@@ -63,14 +61,11 @@ ESWITCH_MODES = {0: "legacy", 1: "switchdev"}
 
 HW_TC_OFFLOAD = "hw-tc-offload"
 SIM_OFFLOAD_FILE = os.path.join("smartnic-sim", "offload.json")
-TIMEOUT_SECONDS = 5.0
 
 _NLMSGHDR = struct.Struct("=IHHII")  # length, type, flags, sequence, port id
 _GENLMSGHDR = struct.Struct("=BBH")  # cmd, version, reserved
 _NLATTR = struct.Struct("=HH")  # length, type
-_ERRNO = struct.Struct("=i")
 _U16 = struct.Struct("=H")
-_sequence = itertools.count(1)
 
 
 class OffloadReadError(Exception):
@@ -133,20 +128,13 @@ def _genl_request(family: int, cmd: int, version: int, attrs: bytes, seq: int) -
                           seq, 0) + body
 
 
-class GenericNetlink:
+class GenericNetlink(NetlinkSocket):
     """One NETLINK_GENERIC socket; requests on it are serialised, family ids
     are resolved once."""
 
     def __init__(self) -> None:
-        self._sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC,
-                                   NETLINK_GENERIC)
-        self._sock.bind((0, 0))
-        self._sock.settimeout(TIMEOUT_SECONDS)
-        self._lock = threading.Lock()
+        super().__init__(NETLINK_GENERIC)
         self._families: dict[str, int] = {}
-
-    def close(self) -> None:
-        self._sock.close()
 
     def __enter__(self) -> GenericNetlink:
         return self
@@ -157,32 +145,13 @@ class GenericNetlink:
     def request(self, family: int, cmd: int, version: int, attrs: bytes) -> list[bytes]:
         """The answers (raw messages) to one request; a kernel error raises
         :class:`OffloadReadError` with its errno as ``code``."""
-        seq = next(_sequence) & 0xFFFFFFFF
-        answers: list[bytes] = []
-        with self._lock:
-            self._sock.send(_genl_request(family, cmd, version, attrs, seq))
-            while True:
-                try:
-                    data = self._sock.recv(1 << 17)
-                except TimeoutError:
-                    raise OffloadReadError(
-                        f"no answer from the kernel in {TIMEOUT_SECONDS}s") from None
-                offset = 0
-                while offset + _NLMSGHDR.size <= len(data):
-                    length, kind, _, mseq, _ = _NLMSGHDR.unpack_from(data, offset)
-                    if length < _NLMSGHDR.size:
-                        break
-                    start, offset = offset, offset + ((length + 3) & ~3)
-                    if mseq != seq:
-                        continue
-                    if kind == NLMSG_ERROR:
-                        (code,) = _ERRNO.unpack_from(data, start + _NLMSGHDR.size)
-                        if code:
-                            raise OffloadReadError(os.strerror(-code), -code)
-                        return answers
-                    if kind == NLMSG_DONE:
-                        return answers
-                    answers.append(data[start:start + length])
+        try:
+            answers, code = self._exchange(_genl_request(family, cmd, version, attrs, 0))
+        except HostOperationError as e:  # no answer in time
+            raise OffloadReadError(str(e)) from None
+        if code:
+            raise OffloadReadError(os.strerror(code), code)
+        return answers
 
     def family(self, name: str) -> int:
         """The id of generic netlink family ``name``."""

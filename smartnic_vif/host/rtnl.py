@@ -57,12 +57,13 @@ TIMEOUT_SECONDS = 10.0
 _sequence = itertools.count(1)
 
 
-class RtnlSocket:
-    """One NETLINK_ROUTE socket; requests on it are serialised."""
+class NetlinkSocket:
+    """One netlink socket of ``protocol``; requests on it are serialised.
+    :mod:`smartnic_vif.host.offload` reads generic netlink through it too."""
 
-    def __init__(self) -> None:
+    def __init__(self, protocol: int) -> None:
         self._sock = socket.socket(
-            socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_ROUTE
+            socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, protocol
         )
         self._sock.bind((0, 0))
         self._sock.settimeout(TIMEOUT_SECONDS)
@@ -70,6 +71,47 @@ class RtnlSocket:
 
     def close(self) -> None:
         self._sock.close()
+
+    def _exchange(self, request: bytes) -> tuple[list[bytes], int]:
+        """Send one encoded request under a fresh sequence number (written
+        into its header here); return its answers, each one message's raw
+        bytes (none for a bare ACK), and the kernel's error code (0: none)."""
+        seq = next(_sequence) & 0xFFFFFFFF
+        framed = bytearray(request)
+        _SEQ.pack_into(framed, _SEQ_OFFSET, seq)
+        answers: list[bytes] = []
+        with self._lock:
+            self._sock.send(framed)
+            while True:
+                try:
+                    data = self._sock.recv(1 << 17)
+                except TimeoutError as e:
+                    raise HostOperationError(
+                        f"no answer from the kernel to a netlink request in {TIMEOUT_SECONDS}s"
+                    ) from e
+                offset = 0
+                while offset + _NLMSGHDR.size <= len(data):
+                    length, kind, mflags, mseq, _ = _NLMSGHDR.unpack_from(data, offset)
+                    if length < _NLMSGHDR.size:
+                        break
+                    start, offset = offset, offset + ((length + 3) & ~3)
+                    if mseq != seq:
+                        continue  # left over from a request that timed out, or its ACK
+                    if kind == NLMSG_ERROR:
+                        (code,) = _ERRNO.unpack_from(data, start + _NLMSGHDR.size)
+                        return answers, -code
+                    if kind == NLMSG_DONE:
+                        return answers, 0
+                    answers.append(data[start:start + length])
+                    if not mflags & NLM_F_MULTI:
+                        return answers, 0
+
+
+class RtnlSocket(NetlinkSocket):
+    """One NETLINK_ROUTE socket; requests on it are serialised."""
+
+    def __init__(self) -> None:
+        super().__init__(NETLINK_ROUTE)
 
     def request(self, msg: Any, msg_type: int, flags: int) -> list[bytes]:
         """Send ``msg`` (a pyroute2 message); return its answers, each one
@@ -82,45 +124,11 @@ class RtnlSocket:
         return self.send(msg.data)
 
     def send(self, request: bytes) -> list[bytes]:
-        """Send one encoded request under a fresh sequence number (written
-        into its header here); return the raw answers, as :meth:`request`."""
+        """Send one encoded request; return the raw answers, as :meth:`request`."""
         answers, code = self._exchange(request)
         if code:
             raise netlink_error(code)
         return answers
-
-    def _exchange(self, request: bytes) -> tuple[list[bytes], int]:
-        """:meth:`send`, returning the kernel's error code (0: none) instead
-        of raising it."""
-        seq = next(_sequence) & 0xFFFFFFFF
-        framed = bytearray(request)
-        _SEQ.pack_into(framed, _SEQ_OFFSET, seq)
-        answers: list[bytes] = []
-        with self._lock:
-            self._sock.send(framed)
-            while True:
-                try:
-                    data = self._sock.recv(65536)
-                except TimeoutError as e:
-                    raise HostOperationError(
-                        f"no answer from the kernel to a netlink request in {TIMEOUT_SECONDS}s"
-                    ) from e
-                offset = 0
-                while offset + _NLMSGHDR.size <= len(data):
-                    length, kind, mflags, mseq, _ = _NLMSGHDR.unpack_from(data, offset)
-                    if length < _NLMSGHDR.size:
-                        break
-                    start, offset = offset, offset + ((length + 3) & ~3)
-                    if mseq != seq:
-                        continue  # left over from a request that timed out
-                    if kind == NLMSG_ERROR:
-                        (code,) = _ERRNO.unpack_from(data, start + _NLMSGHDR.size)
-                        return answers, -code
-                    if kind == NLMSG_DONE:
-                        return answers, 0
-                    answers.append(data[start:start + length])
-                    if not mflags & NLM_F_MULTI:
-                        return answers, 0
 
     # -- link requests ----------------------------------------------------------
     def get_link(self, ifname: str, ext_mask: int = 0) -> bytes | None:
