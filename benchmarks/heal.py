@@ -28,7 +28,6 @@ Usage (root): ``.venv/bin/python benchmarks/heal.py [--ports 32] [--rounds 5]``
 from __future__ import annotations
 
 import argparse
-import ctypes
 import os
 import shutil
 import signal
@@ -41,6 +40,7 @@ import uuid
 from typing import Any
 
 import os_vif
+from netns import private_netns  # benchmarks/netns.py (scripts' own folder)
 from os_vif import objects as o
 from oslo_config import cfg
 
@@ -52,18 +52,6 @@ from smartnic_vif.host.forwarder.client import ForwarderClient
 from smartnic_vif.host.ovsdb import OvsdbClient, close_all
 from smartnic_vif.osvif.objects import VIFPortProfileForwarder
 from smartnic_vif.sim.host import SimulatedHost
-
-CLONE_NEWNET = 0x40000000
-
-
-def private_netns() -> None:
-    """This process and everything it starts from now on in a fresh network
-    namespace: a userspace OVS elsewhere on the machine cannot collide."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.unshare(CLONE_NEWNET) != 0:
-        raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWNET)")
-    subprocess.run([shutil.which("ip") or "/usr/sbin/ip", "link", "set", "lo", "up"],  # noqa: S603
-                   check=True)
 
 
 def relays_in_use(client: ForwarderClient) -> set[str]:

@@ -30,9 +30,7 @@ from __future__ import annotations
 
 import argparse
 import compileall
-import ctypes
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -42,6 +40,7 @@ import uuid
 from typing import Any
 
 import os_vif
+from netns import private_netns  # benchmarks/netns.py (scripts' own folder)
 from os_vif import objects as o
 from oslo_config import cfg
 
@@ -53,18 +52,9 @@ from smartnic_vif.host.ovsdb import OvsdbClient, close_all
 from smartnic_vif.osvif.objects import VIFPortProfileForwarder, VIFPortProfilePassthrough
 from smartnic_vif.sim.host import SimulatedHost
 
-CLONE_NEWNET = 0x40000000
 COMMANDS = ("inventory", "status", "doctor")
 
 
-def private_netns() -> None:
-    """This process and everything it starts from now on in a fresh network
-    namespace: a userspace OVS elsewhere on the machine cannot collide."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.unshare(CLONE_NEWNET) != 0:
-        raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWNET)")
-    subprocess.run([shutil.which("ip") or "/usr/sbin/ip", "link", "set", "lo", "up"],  # noqa: S603
-                   check=True)
 
 
 def plug_ports(host: SimulatedHost, ports: int, forwarder: int) -> list[Any]:
