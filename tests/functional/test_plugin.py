@@ -20,7 +20,6 @@ import stat
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -35,13 +34,13 @@ from pyroute2 import IPRoute
 from smartnic_vif.host import privileged
 from smartnic_vif.host.forwarder.client import ForwarderClient
 from smartnic_vif.host.kernel import SimulatedKernel
-from smartnic_vif.host.rtnl import IFF_PROMISC, IFF_UP
 from smartnic_vif.model.inventory import VirtualFunction
 from smartnic_vif.osvif.objects import VIFPortProfileForwarder, VIFPortProfilePassthrough
 from smartnic_vif.sim.forwarder import ForwarderSimulator
 from smartnic_vif.sim.host import stop_pid
 from smartnic_vif.sim.ovs import PrivateOVS
 from tests.fixtures.plugin import PluginEnv, loaded_plugin, new_port_id, short_tmpdir
+from tests.fixtures.probes import link, wait_for
 
 pytestmark = pytest.mark.root
 osv.register_all()
@@ -111,25 +110,6 @@ def port_name(vif: Any, vf: VirtualFunction) -> str:
     name = vif.port_profile.representor_name if "representor_name" in vif.port_profile else None
     assert vf.representor is not None
     return name or vf.representor.name
-
-
-def link(name: str) -> tuple[int, bool, bool] | None:
-    """(MTU, up, promiscuous) of a root-namespace link, None if absent."""
-    with IPRoute() as ipr:
-        msgs = ipr.get_links(ifname=name) if ipr.link_lookup(ifname=name) else []
-    if not msgs:
-        return None
-    flags = msgs[0]["flags"]
-    return msgs[0].get_attr("IFLA_MTU"), bool(flags & IFF_UP), bool(flags & IFF_PROMISC)
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 3.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
 
 
 def assert_plugged(env: PluginEnv, vif: Any, vf: VirtualFunction, mode: str) -> None:

@@ -26,7 +26,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -36,6 +35,7 @@ import pytest
 
 from smartnic_vif.host.discovery import discover
 from smartnic_vif.sim.host import SimulatedHost
+from tests.fixtures.probes import wait_for
 
 pytestmark = pytest.mark.root
 
@@ -121,15 +121,6 @@ def gone(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] == "Z"
     except FileNotFoundError:
         return True
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
 
 
 def ovs_interfaces(host: SimulatedHost, port_id: str) -> list[str]:

@@ -26,7 +26,6 @@ import secrets
 import shutil
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -34,14 +33,15 @@ from typing import Any
 
 import os_vif
 import pytest
-from pyroute2 import IPRoute, NetNS
+from pyroute2 import NetNS
 
 from smartnic_vif.decisions import vif_builder
 from smartnic_vif.host import kernel
-from smartnic_vif.host.rtnl import IFF_PROMISC, IFF_UP
+from smartnic_vif.host.rtnl import IFF_UP
 from smartnic_vif.model.inventory import VirtualFunction
 from smartnic_vif.sim.host import SimulatedHost, SimulatorError
 from tests.fixtures.plugin import PluginEnv
+from tests.fixtures.probes import link, wait_for
 
 pytestmark = pytest.mark.root
 
@@ -65,25 +65,6 @@ def explain(proc: subprocess.CompletedProcess[str]) -> str:
 def cli(sim: SimulatedHost, *args: str, config: bool = True) -> subprocess.CompletedProcess[str]:
     argv = [CLI, *(["--config-file", sim.config_file] if config else []), *args]
     return subprocess.run(argv, capture_output=True, text=True, timeout=120)  # noqa: S603
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
-
-
-def link(name: str) -> tuple[int, bool, bool] | None:
-    """(MTU, up, promiscuous) of a link of this namespace, None if absent."""
-    with IPRoute() as ipr:
-        found = ipr.link_lookup(ifname=name)
-        if not found:
-            return None
-        msg = ipr.get_links(found[0])[0]
-    return msg.get_attr("IFLA_MTU"), bool(msg["flags"] & IFF_UP), bool(msg["flags"] & IFF_PROMISC)
 
 
 @dataclass
