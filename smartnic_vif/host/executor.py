@@ -9,34 +9,28 @@ lane on the calling thread and the rest on a pool, and waits for all of them.
 A lane's neighbouring privileged steps (``GROUPABLE``) go to the backend in one
 call (``call_group``). Once a step fails no lane starts another; when the
 running ones end, every step that started is undone, last first, the failed
-one too. Every undo is safe on a step that did not run, so undoing the ``n``
-journalled steps after a crash (:func:`undo`) is right as well.
+one too (:func:`smartnic_vif.host.undo.undo`, which also undoes the ``n``
+journalled steps after a crash: every undo is safe on a step that did not run).
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent import futures
 from dataclasses import dataclass, field
 from typing import Any
 
-from smartnic_vif.decisions.plan import Layout, Operation, Plan, Step
-from smartnic_vif.model.errors import NotFound, PlanStepFailed
+from smartnic_vif.decisions.plan import Layout, Plan
+from smartnic_vif.host.undo import in_calls, send, undo
+from smartnic_vif.model.errors import PlanStepFailed
 
 LOG = logging.getLogger(__name__)
 _pool: tuple[int, futures.ThreadPoolExecutor] | None = None
 _POOL_LOCK = threading.Lock()
-
-
-def call(backend: Any, op: Operation) -> Any:
-    if op.name not in backend.OPERATIONS:
-        raise ValueError(f"plan names unknown operation {op.name!r}")
-    return getattr(backend, op.name)(**op.args)
 
 
 def _thread_pool() -> futures.ThreadPoolExecutor:
@@ -46,14 +40,6 @@ def _thread_pool() -> futures.ThreadPoolExecutor:
         if _pool is None or _pool[0] != os.getpid():
             _pool = (os.getpid(), futures.ThreadPoolExecutor(8, thread_name_prefix="lane"))
         return _pool[1]
-
-
-def _runs(items: Sequence[Any], name: Callable[[Any], str], groupable: Collection[str]
-          ) -> Iterator[list[Any]]:
-    """``items`` in order, as calls: neighbouring groupable ones together."""
-    for grouped, run in itertools.groupby(items, lambda item: name(item) in groupable):
-        together = list(run)
-        yield from [together] if grouped else [[item] for item in together]
 
 
 @dataclass
@@ -82,26 +68,12 @@ class _Run:
                         self.on_done(len(self.done))
 
 
-def _call(backend: Any, ops: list[Operation], keep_going: bool = False
-          ) -> list[Exception | None]:
-    """One call to the backend: groupable operations together (one round
-    trip), any other alone. An outcome per operation that ran."""
-    try:
-        if ops[0].name in frozenset(getattr(backend, "GROUPABLE", ())):
-            outcomes: list[Exception | None] = backend.call_group(ops, keep_going=keep_going)
-            return outcomes
-        call(backend, ops[0])
-        return [None]
-    except Exception as e:  # the call itself failed: any operation in it may have run
-        return [e] * len(ops)
-
-
 def _run_lane(backend: Any, run: _Run, lane: tuple[int, ...]) -> None:
     """A lane's steps in order; every member of a call started with it."""
     steps = run.plan.steps
-    for chunk in _runs(lane, lambda i: steps[i].do.name, getattr(backend, "GROUPABLE", ())):
+    for chunk in in_calls(lane, lambda i: steps[i].do.name, getattr(backend, "GROUPABLE", ())):
         if run.failed is None:
-            errors = _call(backend, [steps[i].do for i in chunk])
+            errors = send(backend, [steps[i].do for i in chunk])
             run.record(chunk, list(zip(chunk, errors, strict=False)))
 
 
@@ -155,43 +127,3 @@ def execute(plan: Plan, backend: Any, on_progress: Callable[[int], None] | None 
                          undone.warnings) from error
 
 
-@dataclass(frozen=True)
-class Undone:
-    """``errors``: undos that failed (the journal must stay to finish them).
-    ``warnings``: undos that count as done: their object is gone
-    (:class:`NotFound`), or they undid a step that never completed."""
-
-    errors: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-
-
-def undo(steps: Sequence[Step], backend: Any, unsure: Sequence[Step] = ()) -> Undone:
-    """Undo ``steps`` last first, neighbouring groupable undos in one call,
-    keeping going past failures; ``unsure``: steps that never completed."""
-    todo = [(s.title, s.undo) for s in reversed(steps) if s.undo is not None]
-    result = Undone()
-    for chunk in _runs(todo, lambda t: t[1].name, getattr(backend, "GROUPABLE", ())):
-        outcomes = _call(backend, [op for _, op in chunk], keep_going=True)
-        for (title, _), error in zip(chunk, outcomes, strict=True):
-            if isinstance(error, NotFound):
-                LOG.warning("undo of '%s': nothing left to undo: %s", title, error)
-                result.warnings.append(f"{title}: {error}")
-            elif error is not None and any(s.title == title for s in unsure):
-                LOG.warning("undo of '%s', which never completed, failed: %s", title, error)
-                result.warnings.append(f"{title} (never completed; undo not confirmed): {error}")
-            elif error is not None:
-                LOG.error("undo of '%s' failed: %s", title, error)
-                result.errors.append(f"{title}: {error}")
-    return result
-
-
-def run_best_effort(plan: Plan, backend: Any) -> list[str]:
-    """Every step's ``do``, past failures (independent clean-ups); the failures."""
-    errors = []
-    for step in plan.steps:
-        try:
-            call(backend, step.do)
-        except Exception as e:
-            LOG.error("'%s' failed: %s", step.title, e)
-            errors.append(f"{step.title}: {e}")
-    return errors

@@ -34,7 +34,7 @@ from smartnic_vif.decisions import plug as decide
 from smartnic_vif.decisions import relays
 from smartnic_vif.decisions.plan import Plan
 from smartnic_vif.decisions.repair import plan_repair
-from smartnic_vif.host import executor, traces
+from smartnic_vif.host import executor, traces, undo
 from smartnic_vif.host.backend import Host
 from smartnic_vif.host.forwarder.client import check_vhost_socket
 from smartnic_vif.host.observe import observe_port
@@ -263,7 +263,7 @@ class SmartNICPlugin(plugin.PluginBase):
             self._undo(record.plan, record.steps_started, port.port_id)
             hook = decide.post_unplug_hook(record.plan) if self.options.hook else None
             if hook is not None:
-                executor.call(self.host, hook)
+                undo.call(self.host, hook)
 
     def unplug_unrecorded(
         self, port_id: str, *, vf_address: str | None = None,
@@ -282,7 +282,7 @@ class SmartNICPlugin(plugin.PluginBase):
                                              mode, relay_driver)
         if plan.steps:
             LOG.info("unplug of port %s without a journal:\n%s", port_id, plan.describe())
-        errors = executor.run_best_effort(plan, self.host)
+        errors = undo.run_best_effort(plan, self.host)
         if errors:
             raise SmartNICError(f"unplug of port {port_id} incomplete: " + "; ".join(errors))
         rep = found.representor
@@ -321,7 +321,7 @@ class SmartNICPlugin(plugin.PluginBase):
 
     def _undo(self, plan: Plan, steps_started: int, port_id: str) -> None:
         self.store.set_phase(port_id, "unplugging")
-        undone = executor.undo(plan.steps[:steps_started], self.host)
+        undone = undo.undo(plan.steps[:steps_started], self.host)
         if undone.errors:
             raise SmartNICError(f"unplug of port {port_id} incomplete: "
                                 + "; ".join(undone.errors))
@@ -357,7 +357,7 @@ class SmartNICPlugin(plugin.PluginBase):
         done: list[str] = []
         for repair in repairs:
             try:
-                executor.call(self.host, repair.do)
+                undo.call(self.host, repair.do)
             except (SmartNICError, OSError) as e:
                 so_far = f" (repaired: {'; '.join(done)})" if done else ""
                 raise SmartNICError(

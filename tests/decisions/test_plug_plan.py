@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from smartnic_vif.decisions import plug
 from smartnic_vif.decisions.plan import Plan
-from smartnic_vif.host import executor
+from smartnic_vif.host import undo
 from smartnic_vif.host.backend import Host
 from tests.decisions.hosts import SMARTNIC_PF, mixed_host
 
@@ -49,7 +49,7 @@ def lane_of(p: Plan, i: int) -> tuple[int, ...]:
 
 def calls(p: Plan, lane: tuple[int, ...]) -> list[list[int]]:
     """The lane's steps as the executor calls them (privileged neighbours together)."""
-    return list(executor._runs(lane, lambda i: p.steps[i].do.name, Host.GROUPABLE))
+    return list(undo.in_calls(lane, lambda i: p.steps[i].do.name, Host.GROUPABLE))
 
 
 def steps_named(p: Plan, name: str) -> list[int]:
@@ -177,7 +177,7 @@ def test_unplug_restores_the_vf_and_the_representor_in_one_privileged_call() -> 
     undos = [s.undo.name for s in reversed(p.steps) if s.undo is not None]
     assert undos == ["ovs_delete_port", "forwarder_remove", "set_vf", "bind_driver",
                      "configure_link"]
-    assert list(executor._runs(undos, lambda n: n, Host.GROUPABLE)) == [
+    assert list(undo.in_calls(undos, lambda n: n, Host.GROUPABLE)) == [
         ["ovs_delete_port"], ["forwarder_remove"], ["set_vf", "bind_driver", "configure_link"]]
 
 

@@ -15,7 +15,7 @@ from concurrent import futures
 import pytest
 
 from smartnic_vif.decisions.plan import Operation, Plan, Step
-from smartnic_vif.host import executor
+from smartnic_vif.host import executor, undo
 from smartnic_vif.model.errors import PlanStepFailed
 
 
@@ -301,7 +301,7 @@ def test_undo_groups_neighbouring_groupable_undos_in_reverse_and_keeps_going() -
     rec = Grouping()
     rec.fail.add("undo vf")
     p = forwarder_like()
-    done = executor.undo(p.steps, rec)
+    done = undo.undo(p.steps, rec)
     assert [n for k, n in rec.events if k == "undo"] == ["port", "relay", "bind", "vf", "link"]
     assert rec.groups == [(["bind", "vf", "link"], True)]
     assert done.errors == ["vf: undo of vf broke"] and done.warnings == []
@@ -482,7 +482,7 @@ def test_an_undo_of_something_gone_is_a_warning_not_an_error() -> None:
 
     rec = Vanished()
     rec.fail.add("undo vf")
-    done = executor.undo(forwarder_like().steps, rec)
+    done = undo.undo(forwarder_like().steps, rec)
     # Every undo ran, the missing link's as a warning, the broken one as an error.
     assert [n for k, n in rec.events if k == "undo"] == ["port", "relay", "bind", "vf", "link"]
     assert done.warnings == ["link: network device tap1 (nor eth3) does not exist"]

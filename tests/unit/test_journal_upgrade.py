@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from smartnic_vif.decisions.plan import Operation
-from smartnic_vif.host import executor
+from smartnic_vif.host import undo
 from smartnic_vif.host.backend import Host
 from smartnic_vif.host.state import StateStore
 
@@ -85,8 +85,8 @@ def test_a_plan_journalled_before_phases_is_undone_after_an_upgrade(
     upto = record.steps_started
     # What reconcile (SmartNICPlugin.recover) and unplug run.
     host = Recording()
-    undone = executor.undo(record.plan.steps[:upto], host)
-    assert undone == executor.Undone()
+    undone = undo.undo(record.plan.steps[:upto], host)
+    assert undone == undo.Undone()
     # Exactly the old plan's undos of its started steps, last first.
     assert host.ops == old_undos(upto)
     if upto == len(record.plan):
