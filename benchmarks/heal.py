@@ -40,7 +40,7 @@ import uuid
 from typing import Any
 
 import os_vif
-from netns import private_netns  # benchmarks/netns.py (scripts' own folder)
+from common import private_netns, tear_down  # benchmarks/common.py (the scripts' folder)
 from os_vif import objects as o
 from oslo_config import cfg
 
@@ -49,7 +49,7 @@ from smartnic_vif.decisions import vif_builder
 from smartnic_vif.host import privileged
 from smartnic_vif.host.discovery import discover
 from smartnic_vif.host.forwarder.client import ForwarderClient
-from smartnic_vif.host.ovsdb import OvsdbClient, close_all
+from smartnic_vif.host.ovsdb import OvsdbClient
 from smartnic_vif.osvif.objects import VIFPortProfileForwarder
 from smartnic_vif.sim.host import SimulatedHost
 
@@ -170,14 +170,7 @@ def main() -> None:
             watch.send_signal(signal.SIGTERM)
             rc = watch.wait(timeout=30)
             print(f"watch exited with status {rc}")
-        for vif in vifs:
-            try:
-                os_vif.unplug(vif, inst)
-            except Exception as e:  # keep tearing down
-                print(f"unplug {vif.id}: {e}")
-        close_all()
-        privileged.stop()
-        host.destroy()
+        tear_down(vifs, inst, host)
         shutil.rmtree(log_dir, ignore_errors=True)
 
 

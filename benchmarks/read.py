@@ -40,7 +40,7 @@ import uuid
 from typing import Any
 
 import os_vif
-from netns import private_netns  # benchmarks/netns.py (scripts' own folder)
+from common import private_netns, tear_down  # benchmarks/common.py (the scripts' folder)
 from os_vif import objects as o
 from oslo_config import cfg
 
@@ -48,7 +48,7 @@ from smartnic_vif import conf
 from smartnic_vif.decisions import vif_builder
 from smartnic_vif.host import privileged
 from smartnic_vif.host.discovery import discover
-from smartnic_vif.host.ovsdb import OvsdbClient, close_all
+from smartnic_vif.host.ovsdb import OvsdbClient
 from smartnic_vif.osvif.objects import VIFPortProfileForwarder, VIFPortProfilePassthrough
 from smartnic_vif.sim.host import SimulatedHost
 
@@ -163,14 +163,7 @@ def main() -> None:
               f" {max(found):8.1f} {'':8} {min(found_cpu):8.1f}"
               f" {statistics.median(found_cpu):8.1f}")
     finally:
-        for vif in vifs:
-            try:
-                os_vif.unplug(vif, inst)
-            except Exception as e:  # keep tearing down
-                print(f"unplug {vif.id}: {e}")
-        close_all()
-        privileged.stop()
-        host.destroy()
+        tear_down(vifs, inst, host)
 
 
 if __name__ == "__main__":
