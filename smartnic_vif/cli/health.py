@@ -130,23 +130,31 @@ def _plan_drift(plan: Any, observed: Any, missing_port_said: bool) -> list[str]:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    # A read: no privileged helper, no os-vif (see ReadSession).
+    session = ReadSession(args)
+    try:
+        return _status(session, args.json)
+    finally:
+        session.host.close()
+
+
+def _status(session: ReadSession, as_json: bool) -> int:
     from smartnic_vif.host import traces
     from smartnic_vif.host.ovsdb import IFACE_ID
 
-    # A read: no privileged helper, no os-vif (see ReadSession).
-    session = ReadSession(args)
     records = session.store.all()
+    ovs_ports = session.host.ovsdb.ports_with_iface_id()
     by_iface_id: dict[str, list[Any]] = {}
-    for port in session.host.ovsdb.ports_with_iface_id():
+    for port in ovs_ports:
         by_iface_id.setdefault(port.external_ids[IFACE_ID], []).append(port)
     ports = [port_status(session, r, by_iface_id.get(r.port_id, [])) for r in records]
     # What unplugs could not put back (until the VF is plugged again or
     # reconcile acknowledges it), and host state that no claim explains.
     unrestored = session.store.unrestored()
     unexplained = traces.unexplained(
-        session.host, {r.vf_address: r.port_id for r in records if r.vf_address})
+        session.host, {r.vf_address: r.port_id for r in records if r.vf_address}, ovs_ports)
     drift = any(p["drift"] for p in ports) or bool(unrestored) or bool(unexplained)
-    if args.json:
+    if as_json:
         render.emit_json({"ports": ports, "unrestored": unrestored,
                           "unexplained": unexplained, "drift": drift})
     else:
@@ -272,7 +280,7 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
 
 # -- doctor --------------------------------------------------------------------------------
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from smartnic_vif.host.discovery import discover
+    from smartnic_vif.host.discovery import BackgroundDiscovery
 
     group = load_config(args)
     checks: list[dict[str, Any]] = []
@@ -281,9 +289,23 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         # A passing check has no fix to suggest.
         checks.append({"check": name, "ok": ok, "detail": detail, "fix": None if ok else fix})
 
+    # Discovery runs beside the OVSDB connection (see BackgroundDiscovery);
+    # the checks are still reported in the order sysfs, OVSDB, forwarder.
+    discovery = BackgroundDiscovery(group.sysfs_root)
+    from smartnic_vif.host.ovsdb import READ_TABLES, OvsdbClient
+
+    client, datapath_type, ovsdb_error = None, None, None
+    try:
+        client = OvsdbClient(group.ovsdb_connection, min(group.ovsdb_timeout, 5),
+                             tables=READ_TABLES)
+        datapath_type = client.bridge_datapath_type(group.integration_bridge)
+    except Exception as e:
+        client, ovsdb_error = None, e
+    from smartnic_vif.host.forwarder.client import ForwarderClient
+
     inventory = None
     try:
-        inventory = discover(group.sysfs_root)
+        inventory = discovery.result()
         switchdev = [pf for pf in inventory.pfs if pf.switchdev]
         check("sysfs", True, f"{len(inventory.pfs)} SR-IOV PFs under {group.sysfs_root}", "")
         check("switchdev", bool(switchdev), f"{len(switchdev)} PFs in switchdev mode",
@@ -296,21 +318,14 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     except Exception as e:
         check("sysfs", False, str(e),
               f"set sysfs_root (now {group.sysfs_root}) in [os_vif_smartnic]")
-    from smartnic_vif.host.ovsdb import READ_TABLES, OvsdbClient
-
-    client = None
-    try:
-        client = OvsdbClient(group.ovsdb_connection, min(group.ovsdb_timeout, 5),
-                             tables=READ_TABLES)
-        dp = client.bridge_datapath_type(group.integration_bridge)
+    if ovsdb_error is None:
         check("ovsdb", True, f"connected to {group.ovsdb_connection}", "")
-        check("bridge", dp is not None, f"{group.integration_bridge}: datapath_type {dp!r}",
+        check("bridge", datapath_type is not None,
+              f"{group.integration_bridge}: datapath_type {datapath_type!r}",
               f"start the Neutron OVS agent or: ovs-vsctl add-br {group.integration_bridge}")
-    except Exception as e:
-        check("ovsdb", False, str(e),
+    else:
+        check("ovsdb", False, str(ovsdb_error),
               f"start ovsdb-server or fix ovsdb_connection (now {group.ovsdb_connection})")
-    from smartnic_vif.host.forwarder.client import ForwarderClient
-
     try:
         with ForwarderClient(group.forwarder_port_control_endpoint, group.forwarder_stats_endpoint,
                              min(group.forwarder_timeout, 2.0)) as fwd:

@@ -69,12 +69,16 @@ class ReadSession:
     every read of the host needs no privilege."""
 
     def __init__(self, args: argparse.Namespace) -> None:
+        from smartnic_vif.host.discovery import BackgroundDiscovery
+
+        self.group = load_config(args)
+        # Discovery runs beside the imports and the OVSDB connection below.
+        discovery = BackgroundDiscovery(self.group.sysfs_root)
         from smartnic_vif.host.backend import Host
         from smartnic_vif.host.ovsdb import READ_TABLES
         from smartnic_vif.host.state import StateStore
 
-        self.group = load_config(args)
-        self.host = Host(self.group, ovsdb_tables=READ_TABLES)
+        self.host = Host(self.group, inventory=discovery, ovsdb_tables=READ_TABLES)
         self.store = StateStore(self.group.state_path)
 
 

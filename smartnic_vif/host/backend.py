@@ -70,10 +70,12 @@ class Host:
     # Operations begun by begin() (the executor waits for them without a thread).
     STARTABLE = frozenset({"ovs_set_port"})
 
-    def __init__(self, config: Any, inventory: Inventory | None = None,
+    def __init__(self, config: Any,
+                 inventory: Inventory | discovery.BackgroundDiscovery | None = None,
                  ovsdb_tables: Mapping[str, Sequence[str]] | None = None) -> None:
         """``inventory``: discovery of this host's ``sysfs_root`` if the
-        caller has just read it (read on first use otherwise).
+        caller has just read it, or has it running in the background (read
+        on first use otherwise).
         ``ovsdb_tables``: for a host only read (status, doctor), the OVSDB
         tables and columns to replicate (:data:`~smartnic_vif.host.ovsdb.READ_TABLES`)."""
         self.config = config
@@ -117,6 +119,9 @@ class Host:
         return self._relay_slots
 
     def close(self) -> None:
+        if isinstance(self._inventory, discovery.BackgroundDiscovery):
+            self._inventory.close()
+            self._inventory = None
         if self._forwarder is not None:
             self._forwarder.close()
             self._forwarder = None
@@ -126,6 +131,11 @@ class Host:
         """Discovery is cached: devices do not come and go between plugs, and
         reading a few hundred sysfs files per plug would dominate its cost."""
         with self._lock:
+            if isinstance(self._inventory, discovery.BackgroundDiscovery):
+                pending, self._inventory = self._inventory, None
+                if not refresh:
+                    self._inventory = pending.result()
+                pending.close()
             if self._inventory is None or refresh:
                 self._inventory = discovery.discover(self.sysfs_root)
             return self._inventory
@@ -254,7 +264,7 @@ class Host:
                 if op.name == "bind_driver":
                     with self._lock:
                         # The VF's driver and netdev changed; nothing else did.
-                        if self._inventory is not None:
+                        if isinstance(self._inventory, Inventory):
                             self._inventory = discovery.refresh_vf(
                                 self._inventory, op.args["address"])
                 results.append(None)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 from collections.abc import Collection
 from dataclasses import dataclass, replace
 
@@ -373,3 +374,100 @@ def refresh_vf(inventory: Inventory, address: str) -> Inventory:
         for pf in inventory.pfs
     )
     return replace(inventory, pfs=pfs)
+
+
+class BackgroundDiscovery:
+    """:func:`discover` run in a child process while this one does other
+    work; :meth:`result` waits for the inventory.
+
+    For read commands (``status``, ``doctor``): on a host of 1,024 VFs
+    discovery takes ~45 ms of system calls and the OVSDB connection ~55 ms
+    of parsing JSON in pure Python, and neither needs the other. Threads
+    cannot run them side by side (both need the interpreter lock); a forked
+    child can, on another core. The child only reads sysfs, sends the
+    inventory back pickled through a pipe (~140 KB, ~2 ms each way) and
+    exits without running any of this process's exit handlers.
+
+    A process that already runs threads is not forked (a lock held by
+    another thread would stay held in the child): discovery then happens
+    in-process, on :meth:`result`, as does a second try when the child died
+    without an answer (said in a warning)."""
+
+    def __init__(self, root: str) -> None:
+        import pickle  # noqa: F401 - imported before the fork, used by the child
+        import threading
+
+        self.root = root
+        self.pid: int | None = None
+        self._fd: int | None = None
+        if threading.active_count() > 1:
+            return
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child
+            os.close(read_end)
+            try:
+                _send_discovery(root, write_end)
+            finally:
+                os._exit(0)
+        os.close(write_end)
+        self.pid, self._fd = pid, read_end
+
+    def result(self) -> Inventory:
+        """The inventory (or the child's :class:`DiscoveryError`, raised here)."""
+        import pickle
+
+        if self._fd is None:
+            return discover(self.root)
+        chunks = []
+        try:
+            while chunk := os.read(self._fd, 1 << 20):
+                chunks.append(chunk)
+        finally:
+            os.close(self._fd)
+            self._fd = None
+            status = self._reap()
+        if not chunks:
+            import logging
+
+            logging.getLogger(__name__).warning(
+                "discovery in a child process ended without an answer (%s); discovering "
+                "again in this process", f"wait status {status}")
+            return discover(self.root)
+        kind, value = pickle.loads(b"".join(chunks))  # noqa: S301 - our own child's bytes
+        if kind == "error":
+            raise DiscoveryError(value)
+        return value  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        """Stop and reap the child if its answer was not taken (a command
+        that ended before it needed the inventory)."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+            if self.pid is not None:
+                os.kill(self.pid, signal.SIGKILL)
+        self._reap()
+
+    def _reap(self) -> int | None:
+        status = None
+        if self.pid is not None:
+            _, status = os.waitpid(self.pid, 0)
+            self.pid = None
+        return status
+
+
+def _send_discovery(root: str, fd: int) -> None:
+    """In the child: the inventory, or the error's message, pickled to ``fd``."""
+    import pickle
+
+    try:
+        payload = pickle.dumps(("inventory", discover(root)), protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception as e:
+        payload = pickle.dumps(("error", str(e)))
+    view = memoryview(payload)
+    try:
+        while view:
+            view = view[os.write(fd, view):]
+    except OSError:  # the parent no longer wants it
+        pass

@@ -105,11 +105,12 @@ def relays(host: Any) -> list[tuple[str, str | None]] | None:
     return [(str(r.pci), r.vhost_path) for r in in_use if r.pci is not None]
 
 
-def host_uses(host: Any) -> list[HostUse]:
+def host_uses(host: Any, ovs_ports: list[Any] | None = None) -> list[HostUse]:
     """Every VF the host shows in use: representors on OVS with an iface-id,
-    and relays."""
+    and relays. ``ovs_ports``: the OVS ports with an iface-id, when the
+    caller has just read them."""
     inventory = host.inventory()
-    ports = host.ovsdb.ports_with_iface_id()
+    ports = host.ovsdb.ports_with_iface_id() if ovs_ports is None else ovs_ports
     vfs = vfs_of_links(inventory, [p.name for p in ports])
     uses = [HostUse(vfs[p.name], port_id=p.external_ids[IFACE_ID], ovs_port=p.name)
             for p in ports if p.name in vfs]
@@ -117,23 +118,26 @@ def host_uses(host: Any) -> list[HostUse]:
     return uses
 
 
-def _unclaimed_uses(host: Any, claims: Mapping[str, str]) -> list[HostUse]:
+def _unclaimed_uses(host: Any, claims: Mapping[str, str],
+                    ovs_ports: list[Any] | None = None) -> list[HostUse]:
     """The host's uses of VFs that no claim explains (``claims``: VF address
     -> port id): a representor on OVS for a port that does not hold its VF,
     a relay of a VF nobody claims."""
     uses = []
-    for use in host_uses(host):
+    for use in host_uses(host, ovs_ports):
         owner = claims.get(use.vf_address)
         if owner is None or (use.port_id is not None and use.port_id != owner):
             uses.append(use)
     return uses
 
 
-def unexplained(host: Any, claims: Mapping[str, str]) -> list[dict[str, Any]]:
-    """Host state no claim explains, for ``status`` and ``doctor``."""
+def unexplained(host: Any, claims: Mapping[str, str],
+                ovs_ports: list[Any] | None = None) -> list[dict[str, Any]]:
+    """Host state no claim explains, for ``status`` and ``doctor``
+    (``ovs_ports``: as for :func:`host_uses`)."""
     return [{"vf": use.vf_address, "port_id": use.port_id,
              "what": f"{use.describe()}, which no claim explains"}
-            for use in _unclaimed_uses(host, claims)]
+            for use in _unclaimed_uses(host, claims, ovs_ports)]
 
 
 def busy_vfs(host: Any, claims: Mapping[str, str]) -> dict[str, str]:
