@@ -24,7 +24,7 @@ from smartnic_vif.host.forwarder.client import ForwarderClient
 from smartnic_vif.host.ovsdb import OvsdbClient, PendingWrite, PortSpec
 from smartnic_vif.model import types
 from smartnic_vif.model.errors import HostOperationError, NotFound
-from smartnic_vif.model.inventory import Inventory
+from smartnic_vif.model.inventory import Inventory, Representor
 
 LOG = logging.getLogger(__name__)
 
@@ -89,6 +89,7 @@ class Host:
         self._bridges: set[str] = set()
         self._relay_slots: int | None = None
         self._helper_checked = False
+        self._names_before: dict[str, str] = {}
 
     # -- clients, made on first use ----------------------------------------
     @property
@@ -163,6 +164,34 @@ class Host:
             representor=LinkState(name=representor, mtu=int(link["mtu"]), up=bool(link["up"]),
                                   promisc=bool(link["promisc"])),
         )
+
+    def _renamed(self, old: str, new: str) -> None:
+        """A link this process renamed: discovery read now would say so
+        (sysfs follows renames), and so does the kept one; the name it had
+        before this process's renames is remembered."""
+        with self._lock:
+            if isinstance(self._inventory, Inventory):
+                self._inventory = discovery.rename_representor(self._inventory, old, new)
+            first = self._names_before.pop(old, old)
+            if first != new:
+                self._names_before[new] = first
+
+    def name_before_renames(self, name: str) -> str:
+        """The name link ``name`` had before this process renamed it (itself
+        if it did not): what unplug gives back when the journal is lost."""
+        with self._lock:
+            return self._names_before.get(name, name)
+
+    def representor(self, vf_address: str) -> Representor:
+        """The VF's representor as discovery knows it. Discovery is kept,
+        and another process may have renamed the representor since (a port
+        plugged or unplugged elsewhere, or before this process started, when
+        discovery found it under the port's name): one whose name no longer
+        exists is looked for again by a new discovery."""
+        rep = self.inventory().representor_of(vf_address)
+        if netdev.exists(rep.name):
+            return rep
+        return self.inventory(refresh=True).representor_of(vf_address)
 
     def vf_settings(self, vf_address: str) -> dict[str, Any]:
         vf = self.inventory().vf(vf_address)
@@ -261,7 +290,9 @@ class Host:
             if outcome is None:  # not run: an earlier change failed
                 break
             if outcome[0] == "ok":
-                if op.name == "bind_driver":
+                if op.name == "configure_link" and outcome[1]:
+                    self._renamed(*outcome[1])
+                elif op.name == "bind_driver":
                     with self._lock:
                         # The VF's driver and netdev changed; nothing else did.
                         if isinstance(self._inventory, Inventory):

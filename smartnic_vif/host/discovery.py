@@ -376,6 +376,20 @@ def refresh_vf(inventory: Inventory, address: str) -> Inventory:
     return replace(inventory, pfs=pfs)
 
 
+def rename_representor(inventory: Inventory, old: str, new: str) -> Inventory:
+    """``inventory`` after representor ``old`` was renamed ``new`` (by this
+    process: sysfs follows, so discovery would now say ``new``)."""
+    def renamed(vf: VirtualFunction) -> VirtualFunction:
+        if vf.representor is None or vf.representor.name != old:
+            return vf
+        return replace(vf, representor=replace(vf.representor, name=new))
+
+    if inventory.vf_by_representor(old) is None:
+        return inventory
+    return replace(inventory, pfs=tuple(replace(pf, vfs=tuple(renamed(v) for v in pf.vfs))
+                                        for pf in inventory.pfs))
+
+
 class BackgroundDiscovery:
     """:func:`discover` run in a child process while this one does other
     work; :meth:`result` waits for the inventory.

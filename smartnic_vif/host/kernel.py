@@ -54,6 +54,8 @@ _NETNS_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 class Kernel(Protocol):
     def get_vf(self, pf_address: str, vf_index: int) -> dict[str, Any]: ...
 
+    def netdev_renamed(self, old: str, new: str) -> None: ...
+
     def set_vf(self, pf_address: str, vf_index: int, settings: dict[str, Any]) -> None: ...
 
     def bind_driver(self, address: str, driver: str | None) -> str | None: ...
@@ -169,6 +171,9 @@ class LinuxKernel:
 
     def __init__(self, root: str = "/") -> None:
         self.root = root
+
+    def netdev_renamed(self, old: str, new: str) -> None:
+        """Nothing to do: sysfs follows a rename by itself."""
 
     def get_vf(self, pf_address: str, vf_index: int) -> dict[str, Any]:
         pf = _pf_netdev(self.root, pf_address)
@@ -337,6 +342,26 @@ class SimulatedKernel:
             yield fd, os.pread(fd, os.fstat(fd).st_size, 0)
         finally:
             os.close(fd)
+
+    def netdev_renamed(self, old: str, new: str) -> None:
+        """Follow a rename in the tree as sysfs does: the netdev's directory
+        under its device and its ``class/net`` link take the new name, so
+        discovery after a plug finds the representor under the port's name,
+        as on a real host. A name the tree does not have (a tap, a VF netdev
+        parked while vfio-pci holds its VF) changes nothing here."""
+        class_net = os.path.join(self.root, "sys", "class", "net")
+        old_link = os.path.join(class_net, types.ifname(old))
+        new_link = os.path.join(class_net, types.ifname(new, "new_name"))
+        if not os.path.islink(old_link):
+            return
+        live = confined(self.root, os.path.realpath(old_link))
+        renamed = confined(self.root, os.path.join(os.path.dirname(live), new))
+        if os.path.lexists(new_link) or os.path.lexists(renamed):
+            raise HostOperationError(
+                f"simulated sysfs under {self.root} already has a netdev {new}")
+        os.rename(live, renamed)
+        os.unlink(old_link)
+        os.symlink(os.path.relpath(renamed, class_net), new_link)
 
     def get_vf(self, pf_address: str, vf_index: int) -> dict[str, Any]:
         state = self.read_state(vf_address(self.root, pf_address, vf_index))

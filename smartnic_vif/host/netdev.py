@@ -50,9 +50,10 @@ def set_link(
     promisc: bool | None = None,
     new_name: str | None = None,
     or_name: str | None = None,
-) -> None:
+) -> tuple[str, str] | None:
     """Change one link. A rename needs the link down, so it is done first with
     the link brought down, and the requested (or previous) state restored.
+    Returns (old name, new name) when the link was renamed.
 
     ``or_name``: when ``ifname`` does not exist but ``or_name`` does, change
     that one instead (and do not rename it to itself)."""
@@ -63,11 +64,11 @@ def set_link(
     rename = new_name if new_name != ifname else None
     if rename is None:
         if mtu is None and mac is None and up is None and promisc is None:
-            return
+            return None
         # The usual case: one request, the kernel finds the link by name.
         try:
             sock.set_link(ifname=ifname, mtu=mtu, mac=mac, up=up, promisc=promisc)
-            return
+            return None
         except NetlinkError as e:
             if e.code != errno.ENODEV or or_name is None:
                 raise _error(e, ifname, None, netns) from e
@@ -102,6 +103,7 @@ def set_link(
             sock.set_link(index=index, mtu=mtu, mac=mac, up=up, promisc=promisc)
     except NetlinkError as e:
         raise _error(e, target, None, netns) from e
+    return (target, rename) if rename is not None else None
 
 
 def _not_found(ifname: str, or_name: str | None, netns: str | None) -> NotFound:

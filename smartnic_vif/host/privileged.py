@@ -226,11 +226,13 @@ def set_link(
     promisc: bool | None = None,
     new_name: str | None = None,
     or_name: str | None = None,
-) -> None:
+) -> list[str] | None:
+    """Change one link (see :func:`netdev.set_link`); [old name, new name]
+    when it was renamed."""
     for field, flag in (("up", up), ("promisc", promisc)):
         if flag is not None and not isinstance(flag, bool):
             raise InvalidValue(field, flag, "expected true or false")
-    netdev.set_link(
+    renamed = netdev.set_link(
         types.ifname(ifname),
         mtu=types.mtu(mtu) if mtu is not None else None,
         mac=types.unicast_mac(mac) if mac is not None else None,
@@ -239,6 +241,12 @@ def set_link(
         new_name=types.ifname(new_name, "new_name") if new_name is not None else None,
         or_name=types.ifname(or_name, "or_name") if or_name is not None else None,
     )
+    if renamed is None:
+        return None
+    # The kernel renames a netdev's sysfs entries itself; the simulated
+    # host's tree is renamed here, as the kernel would.
+    _kernel().netdev_renamed(*renamed)
+    return list(renamed)
 
 
 @context.entrypoint

@@ -9,10 +9,11 @@ unplug without a journal removes), VF selection (a VF in use on the host is
 never handed out) and ``status``/``doctor`` (host state no claim explains).
 
 A representor is matched to its VF by discovery (``phys_switch_id`` and
-``phys_port_name``, whatever its name). The simulated host's sysfs tree does
-not follow renames, and an inventory read before a rename has the old name,
-so a link that discovery does not know by name is also matched by its MAC
-against the representors whose known name no longer exists.
+``phys_port_name``, whatever its name). An inventory read before a plug
+renamed a representor has its old name: a link that is a representor by
+its own sysfs entry but unknown to the inventory makes discovery run again
+(:func:`current_inventory`; sysfs, and the simulated host's tree, follow
+renames).
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ from typing import Any
 
 from smartnic_vif.decisions.plug import PortTraces
 from smartnic_vif.host import netdev
+from smartnic_vif.host.discovery import parse_vf_port_name
 from smartnic_vif.host.ovsdb import ATTACHED_MAC, IFACE_ID
+from smartnic_vif.model import types
 from smartnic_vif.model.errors import HostOperationError, InvalidValue
 from smartnic_vif.model.inventory import Inventory
 
@@ -60,35 +63,41 @@ def _link_mac(name: str) -> str | None:
 
 
 def vfs_of_links(inventory: Inventory, names: Iterable[str]) -> dict[str, str]:
-    """Link name -> VF address, for the names that are VF representors."""
+    """Link name -> VF address, for the names that are VF representors in
+    ``inventory`` (see :func:`current_inventory` for one that may be stale)."""
     by_name = {vf.representor.name: vf.address for vf in inventory.vfs() if vf.representor}
-    names = list(names)
-    found = {n: by_name[n] for n in names if n in by_name}
-    unknown = [n for n in names if n not in by_name]
-    if not unknown:
-        return found
-    # Representors whose known name is gone: renamed since discovery read it
-    # (a host has hundreds of representors: one ioctl each, not a netlink
-    # request).
-    gone: dict[str, str] = {}
-    for name, vf_address in by_name.items():
-        if not netdev.exists(name):
-            mac = _read(os.path.join(inventory.sysfs_root, "sys", "class", "net", name, "address"))
-            if mac:
-                gone[mac.lower()] = vf_address
-    for name in unknown:
-        mac = _link_mac(name) if gone else None
-        if mac is not None and mac in gone:
-            found[name] = gone[mac]
-    return found
+    return {n: by_name[n] for n in names if n in by_name}
 
 
-def _read(path: str) -> str | None:
+def _is_vf_representor(sysfs_root: str, name: str) -> bool:
+    """Whether netdev ``name`` (from OVSDB: checked before it makes a path)
+    is a VF representor, by its own sysfs entry (a tap or an OVS internal
+    port has no ``phys_port_name``)."""
     try:
-        with open(path) as f:
-            return f.read().strip()
-    except OSError:
-        return None
+        name = types.ifname(name)
+    except InvalidValue:
+        return False
+    try:
+        with open(os.path.join(sysfs_root, "sys", "class", "net", name, "phys_port_name")) as f:
+            port_name = f.read().strip()
+    except OSError:  # no such netdev, or not a port of an eswitch
+        return False
+    return parse_vf_port_name(port_name) is not None
+
+
+def current_inventory(host: Any, names: Iterable[str]) -> Inventory:
+    """The host's inventory, discovered again if one of the link ``names``
+    is a VF representor it does not know by that name.
+
+    A process keeps its discovery (a plug reads it, nova-compute plugs for
+    days), and a plug renames the representor it puts on OVS: the kept
+    inventory has the name from before. sysfs follows renames (the
+    simulated host's tree too), so discovery read again knows it."""
+    inventory: Inventory = host.inventory()
+    known = {vf.representor.name for vf in inventory.vfs() if vf.representor}
+    if any(n not in known and _is_vf_representor(inventory.sysfs_root, n) for n in names):
+        inventory = host.inventory(refresh=True)
+    return inventory
 
 
 def relays(host: Any) -> list[tuple[str, str | None]] | None:
@@ -109,9 +118,9 @@ def host_uses(host: Any, ovs_ports: list[Any] | None = None) -> list[HostUse]:
     """Every VF the host shows in use: representors on OVS with an iface-id,
     and relays. ``ovs_ports``: the OVS ports with an iface-id, when the
     caller has just read them."""
-    inventory = host.inventory()
     ports = host.ovsdb.ports_with_iface_id() if ovs_ports is None else ovs_ports
-    vfs = vfs_of_links(inventory, [p.name for p in ports])
+    names = [p.name for p in ports]
+    vfs = vfs_of_links(current_inventory(host, names), names)
     uses = [HostUse(vfs[p.name], port_id=p.external_ids[IFACE_ID], ovs_port=p.name)
             for p in ports if p.name in vfs]
     uses += [HostUse(vf, relay_path=path) for vf, path in relays(host) or []]
@@ -161,11 +170,11 @@ def port_traces(
     # status and doctor (unexplained) do without.
     from smartnic_vif.decisions.vif_builder import devname_for_port
 
-    inventory = host.inventory()
     ovs = host.ovsdb.find_ports_by_iface_id(port_id)
     mac = mac or next((p.external_ids.get(ATTACHED_MAC) for p in ovs
                        if p.external_ids.get(ATTACHED_MAC)), None)
     names = [p.name for p in ovs]
+    inventory = current_inventory(host, [*names, *([representor_name] if representor_name else [])])
     ovs_vfs = vfs_of_links(inventory, names)
     if vf_address is None and ovs_vfs:
         vf_address = sorted(set(ovs_vfs.values()))[0]
@@ -186,6 +195,12 @@ def port_traces(
         return PortTraces(port_id, mac=mac, port_names=port_names, ovs_ports=tuple(names))
     vf = inventory.vf(vf_address)
     home = vf.representor.name if vf.representor else None
+    if home is not None:
+        # A rename this process made (the port's plug) remembers the name
+        # before it, which the lost journal held too.
+        before = host.name_before_renames(home)
+        if before != home and not netdev.exists(before):
+            home = before
     current = next((n for n, v in ovs_vfs.items() if v == vf_address), None)
     if current is None:
         candidates = [n for n in (representor_name, home) if n]

@@ -142,12 +142,12 @@ class SmartNICPlugin(plugin.PluginBase):
     def plan_port(self, port: decide.PortRequest) -> Plan:
         """The plug plan for ``port`` as things stand (for --dry-run)."""
         assert port.vf_address is not None
-        inventory = self.host.inventory()
         if port.mode == decide.FORWARDER:
             self._check_relay_room(port)
-        rep = inventory.representor_of(port.vf_address)
+        rep = self.host.representor(port.vf_address)  # may discover again
         return decide.plan_plug(
-            port, inventory, self.host.snapshot(port.vf_address, rep.name), self.options
+            port, self.host.inventory(), self.host.snapshot(port.vf_address, rep.name),
+            self.options
         )
 
     def _check_relay_room(self, port: decide.PortRequest) -> None:

@@ -677,6 +677,7 @@ class SimulatedHost:
         ovs.stop()
         self._reset_vfs(specs)
         self._remake_representors(specs)
+        self.kernel_names_in_sysfs()
         if has_ovs:
             ovs.start()
         if has_forwarder:
@@ -715,6 +716,39 @@ class SimulatedHost:
             ]
         _ip_batch([f"link del {name}" for name in current]
                   + [self._representor_pair(p, vf) for p, vf in pairs])
+
+    def remake_representor(self, vf_address: str) -> None:
+        """Make a VF's representor (and its VF netdev) again, as ``create``
+        made them, after something deleted the pair; sysfs names the new
+        representor by its kernel name. Run it where the host lives (its
+        own namespace: inside :meth:`inside`)."""
+        for p, pf in enumerate(self.layout.pf_specs()):
+            for vf in pf.vfs:
+                if vf.address == vf_address and vf.representor is not None:
+                    _ip_batch([self._representor_pair(p, vf)])
+                    self.kernel_names_in_sysfs()
+                    return
+        raise SimulatorError(f"no switchdev VF {vf_address} on this simulated host")
+
+    def kernel_names_in_sysfs(self) -> None:
+        """The sysfs tree, which follows renames, names every representor by
+        its kernel name again (found by its port name), as representors made
+        anew are named (after a reboot, or a test that remade one)."""
+        kern = SimulatedKernel(self.layout.dir)
+        devices = os.path.join(self.layout.dir, "sys", "bus", "pci", "devices")
+        for pf in self.layout.pf_specs():
+            wanted = {vf.representor.port_name: vf.representor.name
+                      for vf in pf.vfs if vf.representor is not None}
+            net = os.path.join(devices, pf.address, "net")
+            for name in sorted(os.listdir(net)):
+                try:
+                    with open(os.path.join(net, name, "phys_port_name")) as f:
+                        port_name = f.read().strip()
+                except OSError:
+                    continue
+                kernel_name = wanted.get(port_name)
+                if kernel_name is not None and kernel_name != name:
+                    kern.netdev_renamed(name, kernel_name)
 
     # -- inspection -------------------------------------------------------
     @property

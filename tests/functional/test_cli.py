@@ -773,18 +773,7 @@ def test_a_failed_driver_bind_gives_the_vf_its_driver_back(sim: Sim, tmp_path: A
 
 def recreate_representor(sim: Sim, vf_address: str) -> None:
     """Make a VF's representor veth pair again, as ``sim create`` made it."""
-    layout = sim.host.layout
-    for p, pf in enumerate(layout.pf_specs()):
-        for spec in pf.vfs:
-            if spec.address == vf_address:
-                assert spec.representor and spec.netdev
-                proc = run([IP, "link", "add", "name", spec.representor.name,
-                            "address", spec.representor.mac, "type", "veth", "peer", "name",
-                            spec.netdev.name, "address", spec.netdev.mac,
-                            "netns", layout.vf_netns(p, spec.index)])
-                assert proc.returncode == 0, explain(proc)
-                return
-    raise AssertionError(f"no VF {vf_address} in the simulator's layout")
+    sim.host.remake_representor(vf_address)
 
 
 def test_a_port_whose_representor_vanished_is_detached_with_a_note(sim: Sim) -> None:
@@ -860,13 +849,23 @@ def test_detach_after_the_state_database_was_lost_removes_what_the_port_left(
     assert detached["status"] == "detached" and detached["vf"] == vf
     assert "no claim" in detached["note"]
     assert sim.ovs_ports(port_id) == [] and sim.relays() == []
-    assert sim.link(rep) is not None and sim.link(tap_name(port_id)) is None
     assert sim.vf_driver(vf) == "nfp" and sim.vf_state(vf)["mac"] == "00:00:00:00:00:00"
-    assert sim.status() == {"ports": [], "unrestored": [], "unexplained": [], "drift": False}
+    # The representor's name before the plug was only in the lost journal:
+    # sysfs (and so a new process's discovery) knows it by the port's name.
+    # It keeps that name, and status says so until reconcile acknowledges it.
+    assert sim.link(tap_name(port_id)) is not None and sim.link(rep) is None
+    status = sim.status(expect=1)
+    assert (status["ports"], status["unexplained"]) == ([], [])
+    [note] = status["unrestored"]
+    assert (note["port_id"], note["vf"]) == (port_id, vf)
+    assert f"representor {tap_name(port_id)} of VF {vf} keeps the port's name" in note["what"]
     assert sim.json("detach", "--port-id", port_id)["status"] == "not attached"
-    # The representor's MTU and flags from before the plug were only in the
-    # lost journal; put them back for the next test.
+    sim.json("reconcile")
+    assert sim.status() == {"ports": [], "unrestored": [], "unexplained": [], "drift": False}
+    # Its name, MTU and flags from before the plug: back for the next test.
     mtu, up = before["links"][rep]
+    run([IP, "link", "set", tap_name(port_id), "name", rep])
+    sim.host.kernel_names_in_sysfs()
     run([IP, "link", "set", rep, "mtu", str(mtu), "promisc", "off", "up" if up else "down"])
     sim.assert_unchanged(before)
 

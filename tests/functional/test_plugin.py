@@ -1140,6 +1140,39 @@ def test_a_representor_that_vanished_while_plugged_does_not_block_unplug(
     os_vif.unplug(again, INSTANCE)
 
 
+@pytest.mark.parametrize("mode", ["passthrough", "forwarder"])
+def test_a_representor_renamed_by_another_process_is_found_again(
+    env: PluginEnv, mode: str
+) -> None:
+    # This process discovered the host earlier (nova-compute keeps its
+    # discovery for days); since then another process renamed the
+    # representor: an attach or detach of the CLI, or a port that was plugged
+    # when this process started and was unplugged since. sysfs follows the
+    # rename, so a new discovery knows it by its name now.
+    vf = env.vf(1, 12)
+    assert vf.representor is not None
+    kernel_name, elsewhere = vf.representor.name, "snv-other0"
+    plugin = loaded_plugin("smartnic")
+    assert plugin.host.inventory().representor_of(vf.address).name == kernel_name
+    before = env.snapshot()
+    privileged.set_link(kernel_name, new_name=elsewhere)
+    try:
+        # The simulated sysfs follows the rename as the kernel's does.
+        assert os.path.islink(os.path.join(env.sim.dir, "sys", "class", "net", elsewhere))
+        assert not os.path.lexists(os.path.join(env.sim.dir, "sys", "class", "net", kernel_name))
+        vif = make_vif(env, mode, vf)
+        os_vif.plug(vif, INSTANCE)
+        assert link(devname(vif.id)) is not None and link(elsewhere) is None
+        assert plugin.host.inventory().representor_of(vf.address).name == devname(vif.id)
+        os_vif.unplug(vif, INSTANCE)
+        # Unplug gives the representor back the name it had before the plug.
+        assert link(elsewhere) is not None and link(devname(vif.id)) is None
+        assert plugin.host.inventory().representor_of(vf.address).name == elsewhere
+    finally:
+        privileged.set_link(elsewhere, new_name=kernel_name, or_name=kernel_name)
+    assert env.snapshot() == before
+
+
 def notes_about(env: PluginEnv, vf: VirtualFunction) -> list[dict[str, Any]]:
     """What unplugs of ``vf``'s ports could not restore (see ``status``)."""
     return [n for n in env.store().unrestored() if n["vf"] == vf.address]

@@ -37,6 +37,7 @@ from pyroute2 import NetNS
 
 from smartnic_vif.decisions import vif_builder
 from smartnic_vif.host import kernel
+from smartnic_vif.host.discovery import discover
 from smartnic_vif.host.rtnl import IFF_UP
 from smartnic_vif.model.inventory import VirtualFunction
 from smartnic_vif.sim.host import SimulatedHost, SimulatorError
@@ -259,6 +260,10 @@ def assert_rebooted(env: PluginEnv, before: dict[str, int], ports: list[Port]) -
         # Back to its kernel name, down, default MTU, not promiscuous.
         assert vf.representor is not None
         assert link(vf.representor.name) == (1500, False, False), vf.representor.name
+    # sysfs names them so too (the simulated tree followed the plugs' renames).
+    found = discover(sim.dir)
+    assert {vf.address: vf.representor.name for vf in found.vfs() if vf.representor} == {
+        vf.address: vf.representor.name for vf in env.all_vfs() if vf.representor}
     assert env.relay_pairs() == []
     ovs_ports = env.ovs.list_ports("br-int")
     for port in ports:

@@ -708,3 +708,41 @@ def test_a_vf_netdev_is_found_by_its_device_link(tmp_path: Path) -> None:
     root = build(tmp_path, make_pf(0))
     inv = discover(root)
     assert [vf.netdev for vf in inv.vfs()] == [f"vf5f0n{i}" for i in range(4)]
+
+
+def test_rename_representor_changes_only_that_representor(tmp_path: Path) -> None:
+    from smartnic_vif.host.discovery import rename_representor
+
+    root = build(tmp_path, make_pf(0), make_pf(1))
+    found = discover(root)
+    old = rep_name(1, 2)
+    renamed = rename_representor(found, old, "tapport0")
+    assert renamed.representor_of(vf_addr(1, 2)).name == "tapport0"
+    assert renamed.vf_by_representor(old) is None
+    changed = [(a.address, b.representor) for a, b in zip(found.vfs(), renamed.vfs(), strict=True)
+               if a != b]
+    assert [address for address, _ in changed] == [vf_addr(1, 2)]
+    # What sysfs says after the same rename, read by discovery.
+    rename_netdev(root, old, "tapport0")
+    assert discover(root) == renamed
+    # A name no representor has changes nothing.
+    assert rename_representor(found, "tap-none", "x") is found
+
+
+def test_a_host_remembers_the_name_before_its_own_renames(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from smartnic_vif.host.backend import Host
+
+    root = build(tmp_path, make_pf(0))
+    host = Host(SimpleNamespace(sysfs_root=root, kernel_backend="linux"))
+    rep = rep_name(0, 1)
+    assert host.inventory().representor_of(vf_addr(0, 1)).name == rep  # kept from now on
+    host._renamed(rep, "tapA")
+    host._renamed("tapA", "tapB")  # renamed again: the first name is kept
+    assert host.name_before_renames("tapB") == rep
+    assert host.inventory().representor_of(vf_addr(0, 1)).name == "tapB"
+    host._renamed("tapB", rep)  # back to its name: nothing to remember
+    assert host.name_before_renames(rep) == rep
+    assert host.name_before_renames("tapB") == "tapB"
+    assert host.inventory().representor_of(vf_addr(0, 1)).name == rep
