@@ -362,14 +362,18 @@ def refresh_vf(inventory: Inventory, address: str) -> Inventory:
     vf = inventory.vf(address)
     path = SysfsReader(inventory.sysfs_root).device(vf.address)
     netdevs = _device_netdevs(path)
-    fresh = replace(
+    return _with_vf(inventory, replace(
         vf,
         driver=_link_name(os.path.join(path, "driver")),
         netdev=netdevs[0] if netdevs else None,
-    )
+    ))
+
+
+def _with_vf(inventory: Inventory, fresh: VirtualFunction) -> Inventory:
+    """``inventory`` with the VF at ``fresh``'s address replaced by ``fresh``."""
     pfs = tuple(
-        replace(pf, vfs=tuple(fresh if v.address == vf.address else v for v in pf.vfs))
-        if pf.address == vf.pf_address
+        replace(pf, vfs=tuple(fresh if v.address == fresh.address else v for v in pf.vfs))
+        if pf.address == fresh.pf_address
         else pf
         for pf in inventory.pfs
     )
@@ -379,15 +383,10 @@ def refresh_vf(inventory: Inventory, address: str) -> Inventory:
 def rename_representor(inventory: Inventory, old: str, new: str) -> Inventory:
     """``inventory`` after representor ``old`` was renamed ``new`` (by this
     process: sysfs follows, so discovery would now say ``new``)."""
-    def renamed(vf: VirtualFunction) -> VirtualFunction:
-        if vf.representor is None or vf.representor.name != old:
-            return vf
-        return replace(vf, representor=replace(vf.representor, name=new))
-
-    if inventory.vf_by_representor(old) is None:
+    vf = inventory.vf_by_representor(old)
+    if vf is None or vf.representor is None:
         return inventory
-    return replace(inventory, pfs=tuple(replace(pf, vfs=tuple(renamed(v) for v in pf.vfs))
-                                        for pf in inventory.pfs))
+    return _with_vf(inventory, replace(vf, representor=replace(vf.representor, name=new)))
 
 
 class BackgroundDiscovery:
