@@ -246,10 +246,11 @@ def run() -> None:
     """The ``smartnic-vif`` program: :func:`main` in a process of its own.
 
     Python's cyclic garbage collector is tuned for long-lived processes.
-    A read command makes ~1,500 modules' worth of objects in a quarter of a
-    second and exits: the collector's passes over them while it runs, and
-    the last pass at exit, cost it ~30 ms (of ~280 on a big host, measured
-    by ``benchmarks/read.py``) and free nothing that exiting does not. So a
+    A read command imports ~400 modules (~47,000 objects the collector
+    tracks) in a quarter of a second and exits: the collector's passes over
+    them while it runs, and the last pass at exit, cost it 20-25 ms (of
+    ~270 on a big host, measured by ``benchmarks/read.py``) and free
+    nothing that exiting does not. So a
     read runs without the collector, and any command, once done, freezes
     its objects (``gc.freeze``) so that the exit's pass skips them. Exit
     handlers and finalizers still run; only objects in reference cycles

@@ -90,6 +90,7 @@ class Host:
         self._relay_slots: int | None = None
         self._helper_checked = False
         self._names_before: dict[str, str] = {}
+        self._kernel_backend: kernel.Kernel | None = None
 
     # -- clients, made on first use ----------------------------------------
     @property
@@ -142,7 +143,11 @@ class Host:
             return self._inventory
 
     def _kernel(self) -> kernel.Kernel:
-        return kernel.kernel_for(self.kernel_backend, self.sysfs_root)
+        """The kernel backend for reads (it keeps no state of its own: made
+        once, not per read; status reads every plugged VF)."""
+        if self._kernel_backend is None:
+            self._kernel_backend = kernel.kernel_for(self.kernel_backend, self.sysfs_root)
+        return self._kernel_backend
 
     def snapshot(self, vf_address: str, representor: str) -> VfSnapshot:
         """The VF's current settings, driver and representor link.
