@@ -17,7 +17,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -682,3 +682,62 @@ def test_set_port_with_vswitchd_down_commits_and_returns_after_the_timeout(
         fast.close()
     finally:
         c.close()
+
+
+def _scripted_server(path: str,
+                     answer: Callable[[dict[str, object]], list[bytes]]) -> threading.Thread:
+    """A one-connection server on unix socket ``path``: reads one JSON-RPC
+    request and sends the chunks ``answer`` makes of it, slowly."""
+    import json
+
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(1)
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn, listener:
+            request = json.JSONDecoder().raw_decode(conn.recv(65536).decode())[0]
+            for chunk in answer(request):
+                conn.sendall(chunk)
+                time.sleep(0.02)
+            conn.recv(1)  # until the client closes
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_the_schema_reply_is_read_across_chunks_past_other_messages() -> None:
+    import json
+
+    schema = {"name": "Open_vSwitch", "version": "8.3.1", "cksum": "1 2",
+              "tables": {"Bridge": {"columns": {"name": {"type": "string"}}}},
+              "doc": "naïve → ünïcode"}
+
+    def answer(request: dict[str, object]) -> list[bytes]:
+        assert request["method"] == "get_schema" and request["params"] == ["Open_vSwitch"]
+        echo = json.dumps({"method": "echo", "params": [], "id": "echo"}).encode()
+        reply = json.dumps({"id": request["id"], "result": schema, "error": None},
+                           ensure_ascii=False).encode()
+        cut = reply.index("→".encode()) + 1  # inside a multi-byte character
+        return [echo + b"\n" + reply[:cut], reply[cut:]]
+
+    with tempfile.TemporaryDirectory(prefix="sovs-") as d:
+        server = _scripted_server(f"{d}/db.sock", answer)
+        assert ovsdb._fetch_schema(f"unix:{d}/db.sock", timeout=5) == schema
+        server.join(5)
+
+
+def test_a_schema_request_the_server_refuses_names_its_error() -> None:
+    import json
+
+    def answer(request: dict[str, object]) -> list[bytes]:
+        return [json.dumps({"id": request["id"], "result": None,
+                            "error": "unknown database"}).encode()]
+
+    with tempfile.TemporaryDirectory(prefix="sovs-") as d:
+        server = _scripted_server(f"{d}/db.sock", answer)
+        with pytest.raises(OvsdbError, match=r"db\.sock: unknown database"):
+            ovsdb._fetch_schema(f"unix:{d}/db.sock", timeout=5)
+        server.join(5)
