@@ -34,7 +34,10 @@ stock's own plug 5.9 ms either way). Nova-compute has that connection only if
 it also plugs ports with os-vif's own ``ovs`` plugin.
 
 CPU per process (clock ticks) is measured over the blocks and printed per
-floor transaction and per plug.
+floor transaction and per plug, and so are some of ovs-vswitchd's coverage
+counters (:data:`COVERAGE`: its reconfigurations, revalidations, link
+changes heard, tc policing calls and main-loop poll nodes), which say what
+work each one made it do.
 
 Growth: with more ports than ``--block`` (64), each mode's plugs and floor
 transactions are also reported per block of 64 as the bridge grows (ports
@@ -104,6 +107,26 @@ def cpu_ticks() -> dict[str, int]:
             continue
         ticks[who] = ticks.get(who, 0) + used
     return ticks
+
+
+# ovs-vswitchd's coverage counters that say what a port costs it: a
+# reconfiguration of its bridges (one per OVSDB change it applies), a
+# revalidation of its flows, a link change heard from the kernel, the tc
+# policing it sets on every interface at each reconfiguration, and the
+# poll nodes of its main loop (about its wake-ups times the ports it polls).
+COVERAGE = ("bridge_reconfigure", "rev_reconfigure", "nln_changed", "netdev_set_policing",
+            "poll_create_node")
+
+
+def vswitchd_events(ovs_dir: str) -> dict[str, int]:
+    """ovs-vswitchd's :data:`COVERAGE` counters so far (``ovs-appctl``)."""
+    counts = {}
+    for name in COVERAGE:
+        proc = subprocess.run(  # noqa: S603 - fixed argv
+            ["ovs-appctl", "-t", os.path.join(ovs_dir, "ovs-vswitchd.ctl"),
+             "coverage/read-counter", name], capture_output=True, text=True, check=True)
+        counts[name] = int(proc.stdout.strip() or 0)
+    return counts
 
 
 def timed(fn: Callable[[], Any], cpu: list[float] | None = None) -> float:
@@ -195,6 +218,12 @@ def main() -> None:
             for who, used in cpu_ticks().items():
                 total[who] = total.get(who, 0.0) + used - before.get(who, 0)
 
+        events: dict[str, dict[str, float]] = {}
+
+        def add_events(total: dict[str, float], before: dict[str, int]) -> None:
+            for name, count in vswitchd_events(host.layout.ovs_dir).items():
+                total[name] = total.get(name, 0.0) + count - before[name]
+
         def run(name: str, plug: Callable[[int], None], unplug: Callable[[int], None],
                 prepare: Callable[[], None] = lambda: None) -> None:
             prepare()
@@ -207,22 +236,28 @@ def main() -> None:
             rounds: list[float] = []
             floor_ticks: dict[str, float] = {}
             plug_ticks: dict[str, float] = {}
+            floor_events: dict[str, float] = {}
+            plug_events: dict[str, float] = {}
             for r in range(args.rounds):
                 got: dict[str, list[float]] = {"plug": [], "floor": []}
                 for block in (("floor", "plug") if r % 2 == 0 else ("plug", "floor")):
                     if block == "floor":
+                        counted = vswitchd_events(host.layout.ovs_dir)
                         before = cpu_ticks()
                         got["floor"] += [timed(lambda i=i: floor_add(i), times["floor cpu"])
                                          for i in range(n)]
                         add_ticks(floor_ticks, before)
+                        add_events(floor_events, counted)
                         for i in range(n):
                             floor_del(i)
                     else:
                         prepare()
+                        counted = vswitchd_events(host.layout.ovs_dir)
                         before = cpu_ticks()
                         got["plug"] += [timed(lambda i=i: plug(i), times["plug cpu"])
                                         for i in range(n)]
                         add_ticks(plug_ticks, before)
+                        add_events(plug_events, counted)
                         for i in reversed(range(n)):
                             times["unplug"].append(timed(lambda i=i: unplug(i)))
                 rounds.append(statistics.median(got["plug"]) / statistics.median(got["floor"]))
@@ -244,6 +279,8 @@ def main() -> None:
             ops = n * args.rounds
             cpu[f"{name}: floor"] = {w: t * 1000.0 / hz / ops for w, t in floor_ticks.items()}
             cpu[f"{name}: plug"] = {w: t * 1000.0 / hz / ops for w, t in plug_ticks.items()}
+            events[f"{name}: floor"] = {k: v / ops for k, v in floor_events.items()}
+            events[f"{name}: plug"] = {k: v / ops for k, v in plug_events.items()}
 
         ids = [str(uuid.uuid4()) for _ in range(n)]
         macs = [f"fa:16:3e:01:{i >> 8:02x}:{i & 0xFF:02x}" for i in range(n)]
@@ -335,6 +372,11 @@ def main() -> None:
         for name, used in cpu.items():
             print(f"{name:30} " + " ".join(f"{used.get(w, 0.0):16.2f}" for w in whos)
                   + f" {sum(used.get(w, 0.0) for w in whos):8.2f}")
+        print("\novs-vswitchd's events per floor transaction and per plug, over the blocks"
+              " (its coverage counters)")
+        print(f"{'run':30} " + " ".join(f"{c:>20}" for c in COVERAGE))
+        for name, counts in events.items():
+            print(f"{name:30} " + " ".join(f"{counts.get(c, 0.0):20.2f}" for c in COVERAGE))
     finally:
         for tap in taps:
             subprocess.run(["/usr/sbin/ip", "link", "del", tap],  # noqa: S603
