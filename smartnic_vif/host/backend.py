@@ -23,7 +23,7 @@ from smartnic_vif.host import discovery, hook, kernel, netdev
 from smartnic_vif.host.forwarder.client import ForwarderClient
 from smartnic_vif.host.ovsdb import OvsdbClient, PendingWrite, PortSpec
 from smartnic_vif.model import types
-from smartnic_vif.model.errors import HostOperationError, NotFound
+from smartnic_vif.model.errors import HostOperationError, NotFound, RepresentorNotFound
 from smartnic_vif.model.inventory import Inventory, Representor
 
 LOG = logging.getLogger(__name__)
@@ -192,10 +192,14 @@ class Host:
         and another process may have renamed the representor since (a port
         plugged or unplugged elsewhere, or before this process started, when
         discovery found it under the port's name): one whose name no longer
-        exists is looked for again by a new discovery."""
-        rep = self.inventory().representor_of(vf_address)
-        if netdev.exists(rep.name):
-            return rep
+        exists, or that the kept discovery did not find (read while another
+        process renamed it), is looked for again by a new discovery."""
+        try:
+            rep = self.inventory().representor_of(vf_address)
+            if netdev.exists(rep.name):
+                return rep
+        except RepresentorNotFound:
+            pass
         return self.inventory(refresh=True).representor_of(vf_address)
 
     def vf_settings(self, vf_address: str) -> dict[str, Any]:

@@ -360,8 +360,10 @@ class SimulatedKernel:
             raise HostOperationError(
                 f"simulated sysfs under {self.root} already has a netdev {new}")
         os.rename(live, renamed)
-        os.unlink(old_link)
+        # The new link before the old one goes: a discovery reading the tree
+        # meanwhile misses the netdev for as short a time as can be.
         os.symlink(os.path.relpath(renamed, class_net), new_link)
+        os.unlink(old_link)
 
     def get_vf(self, pf_address: str, vf_index: int) -> dict[str, Any]:
         state = self.read_state(vf_address(self.root, pf_address, vf_index))

@@ -746,3 +746,33 @@ def test_a_host_remembers_the_name_before_its_own_renames(tmp_path: Path) -> Non
     assert host.name_before_renames(rep) == rep
     assert host.name_before_renames("tapB") == "tapB"
     assert host.inventory().representor_of(vf_addr(0, 1)).name == rep
+
+
+def test_a_host_discovers_again_for_a_representor_it_kept_no_good_name_for(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    from smartnic_vif.host import backend
+    from smartnic_vif.host.backend import Host
+
+    root = build(tmp_path, make_pf(0))
+    # The links that exist are those sysfs lists (no real netdevs here).
+    monkeypatch.setattr(backend.netdev, "exists", lambda name: os.path.lexists(
+        os.path.join(root, "sys", "class", "net", name)))
+    host = Host(SimpleNamespace(sysfs_root=root, kernel_backend="linux"))
+    rep, vf = rep_name(0, 1), vf_addr(0, 1)
+    # Kept while another process had renamed the representor...
+    rename_netdev(root, rep, "tapother")
+    assert host.inventory().representor_of(vf).name == "tapother"
+    kept = host.inventory()
+    assert host.representor(vf).name == "tapother" and host.inventory() is kept
+    # ...which it has given back its name since: discovered again.
+    rename_netdev(root, "tapother", rep)
+    assert host.representor(vf).name == rep
+    assert host.inventory() is not kept
+    # Kept while the representor was missing from sysfs (read mid-rename).
+    remove_netdev(root, rep_name(0, 2))
+    host.inventory(refresh=True)
+    shutil.rmtree(tmp_path / "sys")
+    build(tmp_path, make_pf(0))
+    assert host.representor(vf_addr(0, 2)).name == rep_name(0, 2)
