@@ -250,12 +250,11 @@ def run() -> None:
     tracks) in a quarter of a second and exits: the collector's passes over
     them while it runs, and the last pass at exit, cost it 20-25 ms (of
     ~270 on a big host, measured by ``benchmarks/read.py``) and free
-    nothing that exiting does not. So a
-    read runs without the collector, and any command, once done, freezes
-    its objects (``gc.freeze``) so that the exit's pass skips them. Exit
-    handlers and finalizers still run; only objects in reference cycles
-    are left to the process's end. Not done by :func:`main`, which tests
-    call inside a long-lived process.
+    nothing that exiting does not. So a read runs without the collector,
+    and any command, once done, freezes its objects (``gc.freeze``) so that
+    the exit's pass skips them. Exit handlers and finalizers still run;
+    only objects in reference cycles are left to the process's end. Not
+    done by :func:`main`, which tests call inside a long-lived process.
     """
     import gc
 

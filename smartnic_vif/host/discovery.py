@@ -17,14 +17,14 @@ import signal
 from collections.abc import Collection
 from dataclasses import dataclass, replace
 
-from smartnic_vif.model.errors import DiscoveryError
+from smartnic_vif.model.errors import DiscoveryError, InvalidValue
 from smartnic_vif.model.inventory import (
     Inventory,
     PhysicalFunction,
     Representor,
     VirtualFunction,
 )
-from smartnic_vif.model.types import pci_address
+from smartnic_vif.model.types import ifname, pci_address
 
 # VF representor port names across drivers and kernels: pf0vf3, vf3, 3 and,
 # on multi-host NICs, c1pf0vf3 (controller prefix).
@@ -50,6 +50,18 @@ def parse_vf_port_name(port_name: str) -> VfPortName | None:
         pf=int(m["pf"]) if m["pf"] is not None else None,
         vf=int(m["vf"]),
     )
+
+
+def is_vf_representor(root: str, name: str) -> bool:
+    """Whether netdev ``name`` is a VF representor by its own sysfs entry
+    under ``root`` (a tap or an OVS internal port has no ``phys_port_name``).
+    ``name`` may come from OVSDB: it is checked before it makes a path."""
+    try:
+        name = ifname(name)
+    except InvalidValue:
+        return False
+    port_name = _read(os.path.join(root, "sys", "class", "net", name, "phys_port_name"))
+    return bool(port_name) and parse_vf_port_name(port_name or "") is not None
 
 
 def is_uplink_port_name(port_name: str) -> bool:

@@ -26,9 +26,8 @@ from typing import Any
 
 from smartnic_vif.decisions.plug import PortTraces
 from smartnic_vif.host import netdev
-from smartnic_vif.host.discovery import parse_vf_port_name
+from smartnic_vif.host.discovery import is_vf_representor
 from smartnic_vif.host.ovsdb import ATTACHED_MAC, IFACE_ID
-from smartnic_vif.model import types
 from smartnic_vif.model.errors import HostOperationError, InvalidValue
 from smartnic_vif.model.inventory import Inventory
 
@@ -69,22 +68,6 @@ def vfs_of_links(inventory: Inventory, names: Iterable[str]) -> dict[str, str]:
     return {n: by_name[n] for n in names if n in by_name}
 
 
-def _is_vf_representor(sysfs_root: str, name: str) -> bool:
-    """Whether netdev ``name`` (from OVSDB: checked before it makes a path)
-    is a VF representor, by its own sysfs entry (a tap or an OVS internal
-    port has no ``phys_port_name``)."""
-    try:
-        name = types.ifname(name)
-    except InvalidValue:
-        return False
-    try:
-        with open(os.path.join(sysfs_root, "sys", "class", "net", name, "phys_port_name")) as f:
-            port_name = f.read().strip()
-    except OSError:  # no such netdev, or not a port of an eswitch
-        return False
-    return parse_vf_port_name(port_name) is not None
-
-
 def current_inventory(host: Any, names: Iterable[str]) -> Inventory:
     """The host's inventory, discovered again if one of the link ``names``
     is a VF representor it does not know by that name.
@@ -95,7 +78,7 @@ def current_inventory(host: Any, names: Iterable[str]) -> Inventory:
     simulated host's tree too), so discovery read again knows it."""
     inventory: Inventory = host.inventory()
     known = {vf.representor.name for vf in inventory.vfs() if vf.representor}
-    if any(n not in known and _is_vf_representor(inventory.sysfs_root, n) for n in names):
+    if any(n not in known and is_vf_representor(inventory.sysfs_root, n) for n in names):
         inventory = host.inventory(refresh=True)
     return inventory
 
